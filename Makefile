@@ -1,0 +1,35 @@
+# Set-up is part of every target: `make shards` and `make test` work on a fresh machine.
+PY      := .venv/bin/python
+SAMPLE  := data/sample_videos
+OUT     := data/sample
+
+.PHONY: install shards test bench clean
+
+install: .venv/.installed
+
+# ffmpeg/ffprobe come from the system (Debian's package when root); Python packages are pinned.
+.venv/.installed: requirements.txt pyproject.toml
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	  else echo "ffmpeg is missing: install it (e.g. sudo apt-get install ffmpeg) and rerun" >&2; exit 1; fi; }
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+# The main job on its embedded default: sample videos -> local Ray -> data/sample
+shards: install
+	$(PY) -m hdvg.cli sample $(SAMPLE)
+	$(PY) -m pipelines.curate --input $(SAMPLE) --output $(OUT)
+	$(PY) -m hdvg.cli validate $(OUT)
+
+test: install
+	$(PY) -m pytest -q -ra
+
+bench: install
+	$(PY) bench/bench_cpu.py
+
+clean:
+	rm -rf data/sample data/bench

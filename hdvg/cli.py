@@ -1,0 +1,104 @@
+"""`hdvg` command line: curate, sample, validate. `python -m pipelines.curate` takes curate's arguments."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from typing import get_args, get_origin
+
+from hdvg.config import ConfigError, build_config, leaf_fields
+
+
+def _flag_type(annotation):
+    """argparse type of a config field: the non-None member of Optional[...], a Literal's value type."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is not None and args:
+        annotation = args[0]
+    if get_origin(annotation) is not None:  # Literal[...]
+        return type(get_args(annotation)[0])
+    return annotation if annotation in (int, float, str) else str
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field, `--leaf-name` (`--section-leaf-name` where two sections share a leaf),
+    plus --set and --config."""
+    parser.add_argument("--config", help="YAML or JSON file with config sections")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any field by its dotted name, e.g. --set clip.max_clip_seconds=10")
+    fields = [(d, i) for d, i in leaf_fields() if d not in ("input", "output")]
+    leaves = Counter(d.split(".")[-1] for d, _ in fields)
+    for dotted, info in fields:
+        leaf = dotted.split(".")[-1]
+        name = "captioner" if dotted == "captioner.name" else (dotted.replace(".", "_") if leaves[leaf] > 1 else leaf)
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=dotted, type=_flag_type(info.annotation),
+                            default=None, help=f"{info.description} [{dotted}, default {info.default!r}]")
+
+
+def _config_from(args: argparse.Namespace):
+    values = {k: v for k, v in vars(args).items() if "." in k and v is not None}
+    values.update(input=args.input, output=args.output)
+    return build_config(args.config, values, args.set)
+
+
+def cmd_curate(args: argparse.Namespace) -> int:
+    cfg = _config_from(args)  # validated before Ray or any work starts
+    from hdvg.pipeline import run_curation
+
+    stats = run_curation(cfg)
+    by = stats["videos_by_status"]
+    print(f"hdvg: {stats['videos']} videos (ok {by.get('ok', 0)}, filtered {by.get('filtered', 0)}, "
+          f"failed {by.get('failed', 0)}) -> {stats['clips']} clips in {stats['shards']} shards, "
+          f"{stats['hours_out'] * 3600:.1f} s of clips from {stats['hours_in'] * 3600:.1f} s of video, "
+          f"at {stats['last_run']['video_seconds_per_wall_second']:.2f} video-s/s -> {cfg.output}")
+    if cfg.captioner.name == "none":
+        print("hdvg: captioner 'none': clips are uncaptioned (caption null, captioner \"none\").")
+    for reason, n in list(stats["reasons"].items())[:10]:
+        print(f"  {n} x {reason}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from hdvg.sample import make_sample
+
+    truth = make_sample(args.out)
+    print(f"hdvg: {len(truth)} sample videos in {args.out} (truth.json lists their cuts)")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from hdvg.validate import validate
+
+    problems, summary = validate(args.out)
+    for p in problems[:50]:
+        print(p)
+    print(("OK " if not problems else "FAIL ") + json.dumps(summary))
+    return 0 if not problems else 1
+
+
+def curate_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--input", "-i", required=True, help="directory of videos or a manifest")
+    parser.add_argument("--output", "-o", required=True, help="output folder OUT")
+    add_config_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hdvg", description="HD-VG-130M curation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    curate_parser(sub.add_parser("curate", help="curate videos into WebDataset shards"))
+    sp = sub.add_parser("sample", help="generate the built-in sample videos")
+    sp.add_argument("out", nargs="?", default="data/sample_videos")
+    vp = sub.add_parser("validate", help="check an OUT folder against the output contract")
+    vp.add_argument("out")
+    args = parser.parse_args(argv)
+    handler = {"curate": cmd_curate, "sample": cmd_sample, "validate": cmd_validate}[args.command]
+    try:
+        return handler(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"hdvg {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

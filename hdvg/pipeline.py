@@ -1,0 +1,218 @@
+"""The curation job on Ray: tasks and actors wiring the plain stage functions.
+
+    input videos --(task per video, `cpus_per_video` CPUs)--> process_video: fetch, probe, filter,
+                   detect, cut, keyframes; returns (row, clip metas) + keyframe JPEGs + MP4s as 3 objects
+                 --(captioner actor pool, may ask for GPUs)--> captions of the keyframes
+                 --(one writer actor on the driver's node)--> committed shards, index, videos table
+
+The driver only ever fetches the small (row, metas) object; keyframes go straight from the video task to
+a captioner and clip bytes straight to the writer through the object store. At most
+`max_inflight_videos` videos are between submission and commit, which bounds memory, object store and
+scratch disk (a video task deletes its scratch folder before returning).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from ray.exceptions import RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from hdvg.captioning import build_captioner, caption
+from hdvg.config import CaptionConfig, ConfigError, CurateConfig
+from hdvg.contract import STATUS_FAILED
+from hdvg.process import process_video
+from hdvg.shards import ShardWriter, recover, write_stats
+from hdvg.sources import WorkItem, list_inputs
+
+log = logging.getLogger("hdvg")
+
+
+def _process_task(item: WorkItem, cfg: CurateConfig, scratch: str | None):
+    result = process_video(item, cfg, scratch)
+    return ((result.row, [c.meta for c in result.clips]),
+            [c.jpg for c in result.clips], [c.mp4 for c in result.clips])
+
+
+class CaptionActor:
+    """Holds one captioner (weights load once per actor) and captions keyframe lists."""
+
+    def __init__(self, cfg: CaptionConfig):
+        self.captioner = build_captioner(cfg)
+        self.batch_size = cfg.batch_size
+
+    def caption(self, jpgs: list[bytes]) -> tuple[list[str | None], str]:
+        return caption(self.captioner, jpgs, self.batch_size), self.captioner.name
+
+
+class WriterActor:
+    """The ShardWriter of this job, kept on the driver's node (OUT is local to it, or object storage)."""
+
+    def __init__(self, out: str, samples_per_shard: int, first: int):
+        self.writer = ShardWriter(out, samples_per_shard, first)
+
+    def add(self, head, captioned, jpgs, mp4s) -> str | None:
+        row, metas = head
+        captions, name = captioned if captioned else ([None] * len(metas), None)
+        for meta, text in zip(metas, captions):
+            meta["caption"], meta["captioner"] = text, name
+        return self.writer.add(row, list(zip(metas, jpgs or [], mp4s or [])))
+
+    def commit(self) -> str | None:
+        return self.writer.commit()
+
+
+def init_ray(cfg: CurateConfig) -> None:
+    """Connect to `run.address` or RAY_ADDRESS, else start a local cluster (no set-up on one machine)."""
+    if ray.is_initialized():
+        return
+    address = cfg.run.address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
+    if address is None:
+        # a private local cluster: no dashboard to expose, and only the CPUs asked for
+        kwargs.update(include_dashboard=False, num_cpus=cfg.run.num_cpus)
+    ray.init(address=address, **kwargs)
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    ok: int = 0
+    filtered: int = 0
+    failed: int = 0
+    clips: int = 0
+    seconds_in: float = 0.0
+    seconds_out: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    last_print: float = 0.0
+
+    def update(self, row: dict) -> None:
+        self.done += 1
+        setattr(self, row["status"], getattr(self, row["status"]) + 1)
+        self.clips += row["num_clips"]
+        self.seconds_in += row["duration"] or 0.0
+        self.seconds_out += row["clip_seconds"] or 0.0
+
+    def line(self) -> str:
+        wall = max(time.monotonic() - self.started, 1e-9)
+        rate = self.done / wall
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        return (f"[hdvg] videos {self.done}/{self.total} (ok {self.ok}, filtered {self.filtered}, "
+                f"failed {self.failed}) clips {self.clips} | {self.seconds_in / 3600:.3f} h in, "
+                f"{self.seconds_out / 3600:.3f} h out | {self.seconds_in / wall:.2f} video-s/s | "
+                f"ETA {eta:.0f} s")
+
+    def maybe_print(self, every: float = 10.0, force: bool = False) -> None:
+        if force or time.monotonic() - self.last_print >= every:
+            print(self.line(), file=sys.stderr, flush=True)
+            self.last_print = time.monotonic()
+
+
+def _failed_head(item: WorkItem, reason: str) -> tuple[dict, list]:
+    row = {"video_id": item.video_id, "source": item.source, "status": STATUS_FAILED, "reason": reason,
+           "num_clips": 0, "duration": None, "clip_seconds": 0.0, "width": None, "height": None, "fps": None,
+           "wall_s": None}
+    return row, []
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(getattr(exc, "cause", None) or exc).strip().splitlines()
+    return text[-1][:500] if text else type(exc).__name__
+
+
+def select_work(cfg: CurateConfig, done: set[str]) -> tuple[list[WorkItem], list[tuple[WorkItem, str]]]:
+    """Input items still to do, in input order, and duplicates to record as failed."""
+    todo, dupes, seen = [], [], set(done)
+    for item in list_inputs(cfg.input):
+        if item.video_id in done:
+            continue
+        if item.video_id in seen:
+            dupes.append((item, f"duplicate video_id {item.video_id!r} in input"))
+            continue
+        seen.add(item.video_id)
+        todo.append(item)
+        if cfg.run.limit and len(todo) >= cfg.run.limit:
+            break
+    return todo, dupes
+
+
+def run_curation(cfg: CurateConfig) -> dict:
+    """Curate `cfg.input` into `cfg.output`; resumes what an earlier run of the same OUT left."""
+    started = time.monotonic()
+    out = Path(cfg.output)
+    done, first_shard = recover(out)
+    todo, dupes = select_work(cfg, done)
+    init_ray(cfg)
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if cfg.run.cpus_per_video > cpus:
+        raise ConfigError(f"invalid configuration:\n  run.cpus_per_video: {cfg.run.cpus_per_video} CPUs per "
+                          f"video, but the Ray cluster has {cpus:g}")
+    max_inflight = cfg.run.max_inflight_videos or max(2, int(2 * cpus / cfg.run.cpus_per_video))
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+    process = ray.remote(num_cpus=cfg.run.cpus_per_video, num_returns=3, max_retries=1)(_process_task)
+    captioner_cpus = 0 if cfg.captioner.name == "none" else cfg.captioner.num_cpus
+    captioners = [ray.remote(CaptionActor).options(num_cpus=captioner_cpus, num_gpus=cfg.captioner.num_gpus)
+                  .remote(cfg.captioner) for _ in range(cfg.captioner.num_actors)]
+    writer = ray.remote(WriterActor).options(num_cpus=0, scheduling_strategy=here).remote(
+        str(out), cfg.shards.samples_per_shard, first_shard)
+
+    progress = Progress(total=len(todo) + len(dupes))
+    decoding: dict = {}    # head ref -> (item, jpgs ref, mp4s ref)
+    captioning: dict = {}  # captions ref -> (item, head ref, head, jpgs ref, mp4s ref)
+    writing: dict = {}     # write ref -> row
+    for item, reason in dupes:
+        head = _failed_head(item, reason)
+        writing[writer.add.remote(head, None, None, None)] = head[0]
+    pending = iter(todo)
+    next_captioner = 0
+    while True:
+        while len(decoding) + len(captioning) + len(writing) < max_inflight:
+            item = next(pending, None)
+            if item is None:
+                break
+            head_ref, jpgs_ref, mp4s_ref = process.remote(item, cfg, cfg.run.scratch_dir)
+            decoding[head_ref] = (item, jpgs_ref, mp4s_ref)
+        waiting = [*decoding, *captioning, *writing]
+        if not waiting:
+            break
+        ready, _ = ray.wait(waiting, num_returns=1, timeout=5.0, fetch_local=False)
+        for ref in ready:
+            if ref in decoding:
+                item, jpgs_ref, mp4s_ref = decoding.pop(ref)
+                try:
+                    head = ray.get(ref)
+                except RayError as exc:  # the worker died (segfault, OOM kill) even after a retry
+                    head, jpgs_ref, mp4s_ref = _failed_head(item, f"worker: {_error_text(exc)}"), None, None
+                if head[1]:
+                    actor = captioners[next_captioner % len(captioners)]
+                    next_captioner += 1
+                    captioning[actor.caption.remote(jpgs_ref)] = (item, ref, head, jpgs_ref, mp4s_ref)
+                else:
+                    writing[writer.add.remote(head, None, None, None)] = head[0]
+            elif ref in captioning:
+                item, head_ref, head, jpgs_ref, mp4s_ref = captioning.pop(ref)
+                try:
+                    ray.get(ref)
+                    writing[writer.add.remote(head_ref, ref, jpgs_ref, mp4s_ref)] = head[0]
+                except RayError as exc:
+                    failed = _failed_head(item, f"caption: {_error_text(exc)}")
+                    writing[writer.add.remote(failed, None, None, None)] = failed[0]
+            else:
+                row = writing.pop(ref)
+                ray.get(ref)  # a writer error (disk full, permissions) is fatal: nothing is half-written
+                progress.update(row)
+        progress.maybe_print()
+    ray.get(writer.commit.remote())
+    progress.maybe_print(force=True)
+    wall = time.monotonic() - started
+    run = {"videos": progress.done, "clips": progress.clips, "wall_s": round(wall, 3),
+           "video_seconds_per_wall_second": round(progress.seconds_in / wall, 4),
+           "clips_per_second": round(progress.clips / wall, 4), "ray_cpus": cpus}
+    return write_stats(out, run)

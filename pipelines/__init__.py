@@ -1,0 +1,1 @@
+"""Ray job entrypoints: `python -m pipelines.<job>` locally or under `ray job submit`."""
