@@ -34,8 +34,15 @@ CLIP_SCHEMA = pa.schema([
     ("num_frames", pa.int64()),
     ("caption", pa.string()),
     ("captioner", pa.string()),
+    # source metadata when the source provides it (YouTube via yt-dlp), else null
+    ("title", pa.string()),
+    ("channel", pa.string()),
+    ("categories", pa.list_(pa.string())),
+    ("upload_date", pa.string()),
+    ("license", pa.string()),
 ])
 CLIP_FIELDS = tuple(CLIP_SCHEMA.names)
+SOURCE_META_FIELDS = ("title", "channel", "categories", "upload_date", "license")
 INDEX_SCHEMA = CLIP_SCHEMA.append(pa.field("shard", pa.string())).append(pa.field("key", pa.string()))
 
 VIDEO_SCHEMA = pa.schema([

@@ -58,9 +58,10 @@ class WriterActor:
 
     def add(self, head, captioned, jpgs, mp4s) -> str | None:
         row, metas = head
-        captions, name = captioned if captioned else ([None] * len(metas), None)
-        for meta, text in zip(metas, captions):
-            meta["caption"], meta["captioner"] = text, name
+        if captioned:  # else the metas keep what they carry (e.g. captions of a released dataset)
+            captions, name = captioned
+            for meta, text in zip(metas, captions):
+                meta["caption"], meta["captioner"] = text, name
         return self.writer.add(row, list(zip(metas, jpgs or [], mp4s or [])))
 
     def commit(self) -> str | None:
@@ -71,9 +72,11 @@ def init_ray(cfg: CurateConfig) -> None:
     """Connect to `run.address` or RAY_ADDRESS, else start a local cluster (no set-up on one machine)."""
     if ray.is_initialized():
         return
-    address = cfg.run.address or os.environ.get("RAY_ADDRESS") or None
+    # "local" always starts a private cluster: a bare ray.init() would join any `ray start` head
+    # that happens to run on this machine
+    address = cfg.run.address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
-    if address is None:
+    if address == "local":
         # a private local cluster: no dashboard to expose, and only the CPUs asked for
         kwargs.update(include_dashboard=False, num_cpus=cfg.run.num_cpus)
     ray.init(address=address, **kwargs)
@@ -190,7 +193,7 @@ def run_curation(cfg: CurateConfig) -> dict:
                     head = ray.get(ref)
                 except RayError as exc:  # the worker died (segfault, OOM kill) even after a retry
                     head, jpgs_ref, mp4s_ref = _failed_head(item, f"worker: {_error_text(exc)}"), None, None
-                if head[1]:
+                if any(meta["captioner"] is None for meta in head[1]):  # clips still to caption
                     actor = captioners[next_captioner % len(captioners)]
                     next_captioner += 1
                     captioning[actor.caption.remote(jpgs_ref)] = (item, ref, head, jpgs_ref, mp4s_ref)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hdvg.config import CurateConfig
-from hdvg.contract import STATUS_FAILED, STATUS_FILTERED, STATUS_OK
+from hdvg.contract import SOURCE_META_FIELDS, STATUS_FAILED, STATUS_FILTERED, STATUS_OK
 from hdvg.cutting import CutError, cut_clips
 from hdvg.filtering import filter_video
 from hdvg.probe import ProbeError, VideoInfo, probe
@@ -76,6 +76,7 @@ def _clips(item: WorkItem, path: Path, info: VideoInfo, cfg: CurateConfig, work:
             "start_time": round(start_time, 6), "end_time": round(end_time, 6),
             "fps": info.fps, "width": c.width, "height": c.height, "num_frames": c.span.num_frames,
             "caption": None, "captioner": None,
+            **{f: None for f in SOURCE_META_FIELDS},
         }
         samples.append(ClipSample(meta=meta, jpg=c.keyframe.read_bytes(), mp4=c.path.read_bytes()))
     return VideoResult(_row(item, STATUS_OK, None, info, samples), samples)
