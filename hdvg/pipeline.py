@@ -198,7 +198,7 @@ def run_curation(cfg: CurateConfig) -> dict:
                     next_captioner += 1
                     captioning[actor.caption.remote(jpgs_ref)] = (item, ref, head, jpgs_ref, mp4s_ref)
                 else:
-                    writing[writer.add.remote(head, None, None, None)] = head[0]
+                    writing[writer.add.remote(head, None, jpgs_ref, mp4s_ref)] = head[0]
             elif ref in captioning:
                 item, head_ref, head, jpgs_ref, mp4s_ref = captioning.pop(ref)
                 try:
