@@ -40,3 +40,30 @@ def ray_local():
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+def gray_frames(path, lo: int, hi: int, size=(160, 90)) -> dict:
+    """Decoded frames lo..hi (inclusive, decoded-frame numbering) of `path` as small float gray arrays."""
+    import subprocess
+
+    import numpy as np
+
+    w, h = size
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-vf",
+                          f"select=between(n\\,{lo}\\,{hi}),scale={w}:{h},format=gray", "-fps_mode", "passthrough",
+                          "-f", "rawvideo", "-"], capture_output=True, check=True)
+    n = len(out.stdout) // (w * h)
+    return {lo + i: np.frombuffer(out.stdout[i * w * h:(i + 1) * w * h], np.uint8).astype(np.float64)
+            for i in range(n)}
+
+
+def psnr(a, b) -> float:
+    import numpy as np
+
+    mse = float(np.mean((a - b) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+def best_match(image, candidates: dict) -> int:
+    """The key of the candidate frame closest to `image` (highest PSNR)."""
+    return max(candidates, key=lambda k: psnr(image, candidates[k]))

@@ -1,0 +1,112 @@
+"""Clips are frame-exact: frame count equals the span's, the first frame is the source's `start_frame`
+(closer to it than to its neighbours), and the keyframe is the clip's centre frame."""
+import io
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hdvg.config import ClipConfig, DetectConfig, EncodeConfig
+from hdvg.cutting import clip_size, count_frames, cut_clips
+from hdvg.keyframes import centre_frame, extract_keyframes
+from hdvg.probe import probe
+from hdvg.scenes import Span, detect_scenes, scene_spans
+from tests.conftest import best_match, gray_frames, psnr, shared_file
+
+
+def stream_info(path):
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+                          "stream=codec_name,pix_fmt,width,height,nb_read_frames", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, check=True)
+    codec, w, h, pix, n = out.stdout.strip().split(",")
+    return codec, int(w), int(h), pix, int(n)
+
+
+def assert_frame_exact(src, clips):
+    for c in clips:
+        codec, w, h, pix, n = stream_info(c.path)
+        assert (codec, pix) == ("h264", "yuv420p")
+        assert n == c.span.num_frames == count_frames(c.path)
+        first = gray_frames(c.path, 0, 0)[0]
+        near = gray_frames(src, max(c.span.start - 2, 0), c.span.start + 2)
+        p0 = psnr(first, near[c.span.start])
+        # no neighbour may match clearly better (still frames tie, which is fine)
+        assert p0 > 30 and psnr(first, near[best_match(first, near)]) < p0 + 0.5, f"clip {c.span} starts elsewhere"
+        key = np.asarray(Image.open(c.keyframe).convert("L").resize((160, 90)), np.float64).ravel()
+        mid = c.span.num_frames // 2
+        frames = gray_frames(c.path, max(mid - 3, 0), min(mid + 3, n - 1))
+        frames.update(gray_frames(c.path, 0, 0))
+        frames.update(gray_frames(c.path, n - 1, n - 1))
+        scores = {k: psnr(key, f) for k, f in frames.items()}
+        assert scores[mid] >= max(scores.values()) - 0.01, f"keyframe is not clip frame {mid}: {scores}"
+
+
+@pytest.fixture(scope="module")
+def testvideo_clips(tmp_path_factory):
+    src = shared_file("pyscenedetect_resources/testvideo.mp4")
+    info = probe(src)
+    scan = detect_scenes(src, DetectConfig())
+    spans = scene_spans(scan.cuts, scan.num_frames, info.fps, ClipConfig(min_clip_seconds=0.5, max_clip_seconds=4))
+    return src, spans, cut_clips(src, info, spans, tmp_path_factory.mktemp("cut"), EncodeConfig(preset="ultrafast"))
+
+
+def test_clips_are_frame_exact(testvideo_clips):
+    src, spans, clips = testvideo_clips
+    assert [c.span for c in clips] == spans
+    assert spans[0] == Span(0, 30) and Span(30, 149) in spans  # a 4 s split of the second scene
+    assert_frame_exact(src, clips)
+
+
+def test_mp4_is_faststart(testvideo_clips):
+    data = testvideo_clips[2][0].path.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")
+
+
+@pytest.mark.parametrize("name, start, size", [
+    ("pyscenedetect_resources/goldeneye-vfr-drop3.mp4", 60, (1280, 544)),    # VFR: decoded frames
+    ("pyscenedetect_resources/issue-134-rotate.mp4", 90, (544, 1280)),       # rotation -90: displayed 544x1280
+    ("pyscenedetect_resources/issue-195-aspect-ratio.mp4", 70, (1024, 576)),  # SAR 16:11 -> square pixels
+    ("repo_videos/moviepy/fire2.mp4", 5, (1280, 720)),                       # VFR + rotation 180
+])
+def test_frame_exact_on_hard_sources(tmp_path, name, start, size):
+    src = shared_file(name)
+    info = probe(src)
+    spans = [Span(start, start + 12), Span(start + 12, start + 19)]  # adjacent spans, odd lengths
+    clips = cut_clips(src, info, spans, tmp_path, EncodeConfig(preset="ultrafast"))
+    assert (clips[0].width, clips[0].height) == size
+    _, w, h, _, _ = stream_info(clips[0].path)
+    assert (w, h) == size
+    assert_frame_exact(src, clips)
+
+
+def test_rotation_is_applied_to_clip_pixels(tmp_path):
+    """The clip shows the picture as players display it: its frame equals the rotated source frame."""
+    src = shared_file("repo_videos/decord/video_90.mov")
+    info = probe(src)
+    clip = cut_clips(src, info, [Span(0, 3)], tmp_path, EncodeConfig(preset="ultrafast"))[0]
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-noautorotate", "-i", str(src), "-frames:v", "1", "-vf",
+                          "transpose=1,scale=320:568,format=gray", "-f", "rawvideo", "-"],
+                         capture_output=True, check=True).stdout
+    rotated = np.frombuffer(raw, np.uint8).astype(np.float64)
+    got = subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip.path), "-frames:v", "1", "-vf", "format=gray",
+                          "-f", "rawvideo", "-"], capture_output=True, check=True).stdout
+    assert psnr(np.frombuffer(got, np.uint8).astype(np.float64), rotated) > 30
+
+
+def test_clip_size_never_upscales_and_stays_even():
+    assert clip_size(1920, 1080, 720) == (1280, 720)
+    assert clip_size(1280, 720, 720) == (1280, 720)
+    assert clip_size(640, 361, 720) == (640, 360)
+    assert clip_size(544, 1280, 720) == (544, 1280)
+    assert clip_size(3840, 1606, 720) == (1722, 720)
+
+
+def test_extract_keyframes_alone_matches_the_cut_pass(testvideo_clips):
+    src, spans, clips = testvideo_clips
+    frames = [centre_frame(s) for s in spans[:3]]
+    alone = extract_keyframes(src, frames, clips[0].width, clips[0].height)
+    for jpg, c in zip(alone, clips[:3]):
+        a = np.asarray(Image.open(io.BytesIO(jpg)).convert("L"), np.float64)
+        b = np.asarray(Image.open(c.keyframe).convert("L"), np.float64)
+        assert psnr(a, b) > 40
