@@ -1,15 +1,14 @@
 """`write_shards`: WebDataset tar shards, the parquet index and the per-video table, committed atomically.
 
-A shard holds whole videos only. It is written under OUT/_tmp and committed by renames in a fixed order:
-tar -> OUT/shards, its index rows -> OUT/index, then the rows of the videos it finishes -> OUT/videos.
+A shard holds whole videos only. It is written to a scratch file (OUT/_tmp when OUT is local) and published
+atomically (`hdvg.storage`: a rename, or one upload to object storage) in a fixed order: tar -> OUT/shards,
+its index rows -> OUT/index, then the rows of the videos it finishes -> OUT/videos.
 That last file is the commit marker: a tar or index part without it is the residue of a crash and is
 removed by `recover`, which also tells which videos are done, so a rerun redoes exactly the rest.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,24 +17,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from hdvg.contract import (CLIP_FIELDS, INDEX_DIR, INDEX_SCHEMA, SHARDS_DIR, STATS_FILE, STATUS_OK, TMP_DIR,
-                           VIDEO_SCHEMA, VIDEOS_DIR, clip_key, shard_name)
+from hdvg.storage import Store
+
+from hdvg.contract import (CLIP_FIELDS, INDEX_DIR, INDEX_SCHEMA, SHARDS_DIR, STATS_FILE, STATUS_OK, VIDEO_SCHEMA,
+                           VIDEOS_DIR, clip_key, shard_name)
 
 
-def recover(out: str | Path) -> tuple[set[str], int]:
+def recover(out: str | Path | Store) -> tuple[set[str], int]:
     """Remove the residue of an interrupted run; return (video ids already done, next shard number)."""
-    out = Path(out)
-    shutil.rmtree(out / TMP_DIR, ignore_errors=True)
-    for d in (SHARDS_DIR, INDEX_DIR, VIDEOS_DIR):
-        (out / d).mkdir(parents=True, exist_ok=True)
-    committed = {p.stem for p in (out / VIDEOS_DIR).glob("*.parquet")}
-    for d, ext in ((SHARDS_DIR, ".tar"), (INDEX_DIR, ".parquet")):
-        for p in (out / d).iterdir():
-            if p.suffix != ext or p.stem not in committed:
-                p.unlink()  # an uncommitted part (crash between renames) or a stray temporary
-    done: set[str] = set()
-    for p in (out / VIDEOS_DIR).glob("*.parquet"):
-        done.update(pq.read_table(p, columns=["video_id"]).column("video_id").to_pylist())
+    store = out if isinstance(out, Store) else Store(out)
+    store.clear_scratch()
+    store.makedirs(SHARDS_DIR, INDEX_DIR, VIDEOS_DIR)
+    committed = {n.removesuffix(".parquet") for n in store.list(VIDEOS_DIR) if n.endswith(".parquet")}
+    for folder, ext in ((SHARDS_DIR, ".tar"), (INDEX_DIR, ".parquet")):
+        for name in store.list(folder):
+            if not name.endswith(ext) or name.removesuffix(ext) not in committed:
+                store.delete(folder, name)  # an uncommitted part (crash between publishes) or a stray file
+    table = store.read_table(VIDEOS_DIR, columns=["video_id"])
+    done = set(table.column("video_id").to_pylist()) if table is not None else set()
     numbers = [int(s) for s in committed if s.isdigit()]
     return done, (max(numbers) + 1 if numbers else 0)
 
@@ -46,15 +45,16 @@ class ShardWriter:
     can share one OUT."""
 
     def __init__(self, out: str | Path, samples_per_shard: int, first: int = 0, step: int = 1):
-        self.out, self.samples_per_shard, self.number, self.step = Path(out), samples_per_shard, first, step
-        (self.out / TMP_DIR).mkdir(parents=True, exist_ok=True)
+        self.store = Store(out)
+        self.samples_per_shard, self.number, self.step = samples_per_shard, first, step
+        self.scratch = self.store.scratch()
         self._tar: wds.TarWriter | None = None
         self._index: list[dict] = []
         self._videos: list[dict] = []
         self.committed: list[str] = []
 
     def _tmp(self, suffix: str) -> Path:
-        return self.out / TMP_DIR / f"{shard_name(self.number)}{suffix}"
+        return self.scratch / f"{shard_name(self.number)}{suffix}"
 
     def add(self, row: dict, clips: list[tuple[dict, bytes, bytes]]) -> str | None:
         """Add one finished video: its row and its clips as (meta, jpg, mp4). Returns the name of the
@@ -81,9 +81,9 @@ class ShardWriter:
             pq.write_table(pa.Table.from_pylist(self._index, schema=INDEX_SCHEMA), self._tmp(".index.parquet"))
         pq.write_table(pa.Table.from_pylist(self._videos, schema=VIDEO_SCHEMA), self._tmp(".videos.parquet"))
         if self._tar is not None:
-            os.replace(self._tmp(".tar"), self.out / SHARDS_DIR / f"{name}.tar")
-            os.replace(self._tmp(".index.parquet"), self.out / INDEX_DIR / f"{name}.parquet")
-        os.replace(self._tmp(".videos.parquet"), self.out / VIDEOS_DIR / f"{name}.parquet")  # commit marker
+            self.store.publish(self._tmp(".tar"), SHARDS_DIR, f"{name}.tar")
+            self.store.publish(self._tmp(".index.parquet"), INDEX_DIR, f"{name}.parquet")
+        self.store.publish(self._tmp(".videos.parquet"), VIDEOS_DIR, f"{name}.parquet")  # commit marker
         self._tar, self._index, self._videos = None, [], []
         self.number += self.step
         self.committed.append(name)
@@ -101,14 +101,15 @@ def write_shards(out: str | Path, videos: list[tuple[dict, list[tuple[dict, byte
     return writer.committed
 
 
-def read_videos(out: str | Path) -> list[dict]:
-    files = sorted((Path(out) / VIDEOS_DIR).glob("*.parquet"))
-    return [r for f in files for r in pq.read_table(f).to_pylist()]
+def read_videos(out: str | Path | Store) -> list[dict]:
+    table = (out if isinstance(out, Store) else Store(out)).read_table(VIDEOS_DIR)
+    return table.to_pylist() if table is not None else []
 
 
 def write_stats(out: str | Path, run: dict) -> dict:
     """Totals over every committed part (so they stay right across resumed runs), plus this run's figures."""
-    rows = read_videos(out)
+    store = Store(out)
+    rows = read_videos(store)
     by_status = Counter(r["status"] for r in rows)
     reasons = Counter(f"{r['status']}: {r['reason']}" for r in rows if r["status"] != STATUS_OK)
     stats = {
@@ -119,11 +120,10 @@ def write_stats(out: str | Path, run: dict) -> dict:
         "hours_in": round(sum(r["duration"] or 0 for r in rows) / 3600, 6),
         "hours_in_ok": round(sum(r["duration"] or 0 for r in rows if r["status"] == STATUS_OK) / 3600, 6),
         "hours_out": round(sum(r["clip_seconds"] or 0 for r in rows) / 3600, 6),
-        "shards": len(list((Path(out) / SHARDS_DIR).glob("*.tar"))),
+        "shards": len([n for n in store.list(SHARDS_DIR) if n.endswith(".tar")]),
         "last_run": run,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    tmp = Path(out) / f".{STATS_FILE}.tmp"
-    tmp.write_text(json.dumps(stats, indent=2) + "\n")
-    os.replace(tmp, Path(out) / STATS_FILE)
+    store.write_text(STATS_FILE, json.dumps(stats, indent=2) + "\n")
+    store.clear_scratch()
     return stats

@@ -3,17 +3,27 @@ through `webdataset` exactly as a trainer would."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import webdataset as wds
+
+from hdvg.storage import Store, is_remote
 
 from hdvg.contract import (CLIP_FIELDS, INDEX_DIR, SAMPLE_MEMBERS, SHARDS_DIR, STATS_FILE, STATUS_FAILED,
                            STATUS_FILTERED, STATUS_OK, VIDEOS_DIR, clip_id_of_key)
 
 
 def validate(out: str | Path) -> tuple[list[str], dict]:
-    out = Path(out)
+    """(problems, summary) of OUT; an object-storage OUT is checked on a local copy."""
+    if is_remote(str(out)):
+        with tempfile.TemporaryDirectory(prefix="hdvg-validate-") as tmp:
+            return _validate(Store(out).copy_to_local(Path(tmp)))
+    return _validate(Path(out))
+
+
+def _validate(out: Path) -> tuple[list[str], dict]:
     problems: list[str] = []
     shards = sorted((out / SHARDS_DIR).glob("*.tar"))
     stray = [p.name for p in (out / SHARDS_DIR).iterdir() if p.suffix != ".tar"] if shards else []

@@ -23,8 +23,7 @@ from hdvg.contract import INDEX_DIR
 from hdvg.process import process_video
 from hdvg.shards import write_shards
 from hdvg.sources import list_inputs
-from hdvg.stats import (FIGURE_DPI, FIGURE_SIZE, FIGURES, UNKNOWN_CATEGORY, dataset_stats, failure_class,
-                        write_figures)
+from hdvg.stats import FIGURE_DPI, FIGURE_SIZE, FIGURES, UNKNOWN_CATEGORY, dataset_stats, failure_class, write_figures
 from tests.conftest import shared_file
 
 PNG_SIZE = (int(FIGURE_SIZE[0] * FIGURE_DPI), int(FIGURE_SIZE[1] * FIGURE_DPI))
@@ -33,7 +32,9 @@ PNG_SIZE = (int(FIGURE_SIZE[0] * FIGURE_DPI), int(FIGURE_SIZE[1] * FIGURE_DPI))
 @pytest.fixture(scope="module")
 def processed(sample_videos):
     """(row, clips) of every sample video, cut by the real stages."""
-    cfg = build_config(values={"input": str(sample_videos), "output": "unused"})
+    # the fastest x264 preset at a small size: stats read only spans and metadata, never pixels
+    cfg = build_config(values={"input": str(sample_videos), "output": "unused", "encode.preset": "ultrafast",
+                               "encode.max_short_side": 180})
     results = [process_video(item, cfg) for item in list_inputs(sample_videos)]
     return [(r.row, [(c.meta, c.jpg, c.mp4) for c in r.clips]) for r in results]
 
@@ -117,6 +118,9 @@ def test_failure_class_keeps_stage_or_rule():
         "filtered: not widescreen"
     assert failure_class("filtered", "no scene of at least 1 s") == "filtered: no scene of at least 1 s"
     assert failure_class("failed", None) == "failed: no reason recorded"
+    assert failure_class("failed", "download: private: ERROR: [youtube] x: Private video") == \
+        "failed: download: private"
+    assert failure_class("failed", "fetch: no such file: /v/a.mp4") == "failed: fetch"
 
 
 def test_cli_prints_summary_and_writes_figures(processed, tmp_path, capsys):
