@@ -1,4 +1,5 @@
-"""`hdvg` command line: curate, sample, validate. `python -m pipelines.curate` takes curate's arguments."""
+"""`hdvg` command line: curate, sample, validate, stats, plan.
+`python -m pipelines.curate` takes curate's arguments."""
 from __future__ import annotations
 
 import argparse
@@ -20,17 +21,20 @@ def _flag_type(annotation):
     return annotation if annotation in (int, float, str) else str
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field, `--leaf-name` (`--section-leaf-name` where two sections share a leaf),
-    plus --set and --config."""
+FLAG_NAMES = {"captioner.name": "captioner", "captioner.model": "captioner_model"}  # the issue's spelling
+
+
+def add_config_flags(parser: argparse.ArgumentParser, section: str = "") -> None:
+    """One flag per config field (of `section` only, when given), `--leaf-name` (`--section-leaf-name`
+    where two sections share a leaf), plus --set and --config."""
     parser.add_argument("--config", help="YAML or JSON file with config sections")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any field by its dotted name, e.g. --set clip.max_clip_seconds=10")
     fields = [(d, i) for d, i in leaf_fields() if d not in ("input", "output")]
     leaves = Counter(d.split(".")[-1] for d, _ in fields)
-    for dotted, info in fields:
+    for dotted, info in [(d, i) for d, i in fields if d.startswith(section)]:
         leaf = dotted.split(".")[-1]
-        name = "captioner" if dotted == "captioner.name" else (dotted.replace(".", "_") if leaves[leaf] > 1 else leaf)
+        name = FLAG_NAMES.get(dotted) or (dotted.replace(".", "_") if leaves[leaf] > 1 else leaf)
         parser.add_argument(f"--{name.replace('_', '-')}", dest=dotted, type=_flag_type(info.annotation),
                             default=None, help=f"{info.description} [{dotted}, default {info.default!r}]")
 
@@ -53,6 +57,9 @@ def cmd_curate(args: argparse.Namespace) -> int:
           f"at {stats['last_run']['video_seconds_per_wall_second']:.2f} video-s/s -> {cfg.output}")
     if cfg.captioner.name == "none":
         print("hdvg: captioner 'none': clips are uncaptioned (caption null, captioner \"none\").")
+    elif stats["last_run"].get("uncaptioned"):
+        print(f"hdvg: UNCAPTIONED (captioner.on_missing_weights=uncaptioned): {stats['last_run']['uncaptioned']}; "
+              f"clips say captioner {stats['last_run']['captioner']!r}.")
     for reason, n in list(stats["reasons"].items())[:10]:
         print(f"  {n} x {reason}")
     return 0
@@ -76,6 +83,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from hdvg.stats import dataset_stats, format_summary, write_figures, write_summary
+
+    stats = dataset_stats(args.out)
+    from hdvg.storage import is_remote
+
+    # figures are local files: next to a local OUT, else in ./figures
+    dest = args.figures or ("figures" if is_remote(args.out) else f"{args.out}/figures")
+    write_figures(stats, dest)
+    print(format_summary(stats))
+    print(f"hdvg: figures and summary.json in {write_summary(stats, dest).parent}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from hdvg.plan import capacity_plan, format_plan, plan_inputs
+
+    print(format_plan(capacity_plan(plan_inputs(args.set))))
+    return 0
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    values = {k: v for k, v in vars(args).items() if k.startswith("captioner.") and v is not None}
+    values = {"captioner.name": "blip2", **values, "input": args.out, "output": args.out}
+    cfg = build_config(args.config, values, args.set).captioner
+    from hdvg.recaption import recaption
+
+    got = recaption(args.out, cfg, args.name, args.shards, args.max_shards)
+    print(f"hdvg: {got['shards_done']} shards ({got['clips']} clips) captioned by {got['captioner']} at "
+          f"{got['keyframes_per_second']} keyframes/s; {got['shards_total']} shards in all -> {got['folder']}")
+    return 0
+
+
 def curate_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--input", "-i", required=True, help="directory of videos or a manifest")
     parser.add_argument("--output", "-o", required=True, help="output folder OUT")
@@ -91,8 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("out", nargs="?", default="data/sample_videos")
     vp = sub.add_parser("validate", help="check an OUT folder against the output contract")
     vp.add_argument("out")
+    stp = sub.add_parser("stats", help="dataset statistics and Figure 2 plots of an OUT, from its index")
+    stp.add_argument("out")
+    stp.add_argument("--figures", help="folder for the PNGs and summary.json (default OUT/figures)")
+    pp = sub.add_parser("plan", help="cluster, days and cost of the full HD-VG-130M (docs/scale.md)")
+    pp.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a plan input of hdvg.plan.PlanInputs, e.g. --set target_days=3")
+    cp = sub.add_parser("caption", help="caption the shards of an OUT again (table, optionally new shards)")
+    cp.add_argument("out")
+    cp.add_argument("--name", help="pass name: OUT/captions/NAME (default: the model's folder or repo name)")
+    cp.add_argument("--shards", action="store_true", help="also write shards with the new captions")
+    cp.add_argument("--max-shards", type=int, help="caption at most this many more shards (a rerun goes on)")
+    add_config_flags(cp, section="captioner.")
     args = parser.parse_args(argv)
-    handler = {"curate": cmd_curate, "sample": cmd_sample, "validate": cmd_validate}[args.command]
+    handler = {"curate": cmd_curate, "sample": cmd_sample, "validate": cmd_validate,
+               "stats": cmd_stats, "plan": cmd_plan, "caption": cmd_caption}[args.command]
     try:
         return handler(args)
     except (ConfigError, ValueError) as exc:

@@ -8,10 +8,12 @@ validates the result once at start-up and names the bad field in its error.
 from __future__ import annotations
 
 import json
+import string
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 
 class _Section(BaseModel):
@@ -73,12 +75,38 @@ class ShardConfig(_Section):
 class CaptionConfig(_Section):
     """Which captioner runs on the centre keyframes (paper: BLIP-2)."""
 
-    name: Literal["none"] = Field("none", description="captioner to use; 'none' leaves captions empty")
+    name: Literal["none", "blip2"] = Field("none", description="captioner to use; 'none' leaves captions "
+                                           "empty, 'blip2' runs BLIP-2 through transformers")
+    model: str = Field("Salesforce/blip2-opt-2.7b", description="BLIP-2 checkpoint: a hub name (read from the "
+                       "HF_HOME cache, or downloaded when the hub is reachable) or a local save_pretrained folder")
+    revision: str | None = Field(None, description="hub revision (branch, tag, commit) of a hub model "
+                                 "(unset: main); the commit used is recorded per clip")
+    on_missing_weights: Literal["fail", "uncaptioned"] = Field(
+        "fail", description="weights neither local nor reachable: 'fail' at start-up, before any work, or go "
+        "on 'uncaptioned' (said in the summary and in each clip's captioner field)")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="model precision; auto: float16 on GPU (BLIP-2's release), float32 on CPU")
+    prompt: str = Field("", description="text the caption continues, e.g. 'a photo of' (empty: plain "
+                        "captioning, as HD-VG)")
+    # generation: LAVIS's BLIP-2 captioning settings (beam 5, 8 to 30 tokens): short descriptive
+    # captions of about 10 words, like HD-VG's
+    num_beams: int = Field(5, ge=1, description="beam search width (1: greedy)")
+    max_new_tokens: int = Field(30, ge=1, description="caption length limit in tokens")
+    min_new_tokens: int = Field(8, ge=0, description="caption minimum length in tokens")
+    repetition_penalty: float = Field(1.0, gt=0, description="penalty on repeated tokens (1: none)")
     num_actors: int = Field(1, ge=1, description="size of the captioner actor pool")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per captioner actor (fractions allowed)")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per captioner actor, fractions allowed "
+                                   "(unset: 1 when the cluster has GPUs, else 0: CPU, slow but correct)")
     num_cpus: float = Field(1.0, ge=0, description="CPUs per captioner actor running a model "
                             "(the 'none' captioner asks for none)")
-    batch_size: int = Field(32, ge=1, description="keyframes per captioner call")
+    batch_size: int = Field(32, ge=1, description="keyframes per model call; batches gather keyframes "
+                            "of several videos")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "CaptionConfig":
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError("min_new_tokens must be <= max_new_tokens")
+        return self
 
 
 class RunConfig(_Section):
@@ -95,6 +123,62 @@ class RunConfig(_Section):
     limit: int | None = Field(None, ge=1, description="process at most this many input videos")
 
 
+class SourceConfig(_Section):
+    """Where videos come from: readers of HD-VILA-100M / HD-VG-130M metadata, a mirror, and yt-dlp downloads.
+    Secrets (cookies, proxy) are kept out of reprs so they never reach logs or outputs."""
+
+    mirror: str | None = Field(None, description="path or URL template resolving YouTube ids to copies held "
+                               "already, e.g. '/data/hdvila/{video_id}.mp4' or 's3://bucket/{video_id}.mp4'")
+    mirror_fallback: bool = Field(False, description="download from YouTube when the mirror lacks a video "
+                                  "(default: record it as missing)")
+    cookies: str | None = Field(None, repr=False, description="Netscape cookies file for yt-dlp (read, never "
+                                "written back, never logged)")
+    proxy: str | None = Field(None, repr=False, description="proxy URL for yt-dlp, e.g. socks5://host:1080 "
+                              "(never logged)")
+    rate_limit: float = Field(30.0, ge=0, description="downloads started per minute per node, shared by all "
+                              "video tasks of the node (0: unlimited)")
+    rate_jitter: float = Field(0.5, ge=0, le=1, description="random +/- fraction of the interval between "
+                               "downloads, so that nodes do not request in lockstep")
+    retries: int = Field(4, ge=0, description="retries of a transient download failure (HTTP 429/5xx, timeouts, "
+                         "cut connections); permanent ones (private, removed, ...) are never retried")
+    backoff_s: float = Field(10.0, ge=0, description="first retry waits this long, each next one twice as long")
+    socket_timeout_s: float = Field(30.0, gt=0, description="a connection silent this long fails (transient)")
+    download_timeout_s: float = Field(1800.0, gt=0, description="wall-clock limit of one video's download, "
+                                      "retries included")
+    audio: bool = Field(False, description="download an audio track too (HD-VG clips are video only)")
+    hdvila_spans: bool = Field(True, description="HD-VILA input: detect scenes only inside the HD-VILA clip "
+                               "spans, as HD-VG did (false: the whole video)")
+    recaption: bool = Field(False, description="HD-VG rebuild: caption the clips anew instead of keeping the "
+                            "released captions")
+    part: int = Field(0, ge=0, description="this job takes the input videos n with n mod parts = part, so that "
+                      "`parts` cluster jobs split one input")
+    parts: int = Field(1, ge=1, description="number of jobs the input is split between (see part)")
+
+    # field validators, not a model one: a model error would echo the whole section, proxy included
+    @field_validator("mirror")
+    @classmethod
+    def _one_placeholder(cls, mirror: str | None) -> str | None:
+        if mirror is not None:
+            fields = {f for _, f, _, _ in string.Formatter().parse(mirror) if f is not None}
+            if fields != {"video_id"}:
+                raise ValueError("must contain {video_id} and no other {field}")
+        return mirror
+
+    @field_validator("cookies")
+    @classmethod
+    def _cookies_readable(cls, cookies: str | None) -> str | None:
+        if cookies is not None and not Path(cookies).is_file():
+            raise ValueError("no such file")  # fail at start-up, not in every download
+        return cookies
+
+    @field_validator("parts")
+    @classmethod
+    def _part_in_range(cls, parts: int, info: ValidationInfo) -> int:
+        if info.data.get("part", 0) >= parts:
+            raise ValueError(f"must be > part ({info.data.get('part')})")
+        return parts
+
+
 class CurateConfig(_Section):
     input: str = Field(..., description="directory of videos, or a manifest (.txt/.csv/.jsonl/.parquet)")
     output: str = Field(..., description="output folder OUT")
@@ -105,6 +189,7 @@ class CurateConfig(_Section):
     encode: EncodeConfig = EncodeConfig()
     shards: ShardConfig = ShardConfig()
     captioner: CaptionConfig = CaptionConfig()
+    source: SourceConfig = SourceConfig()
 
 
 class ConfigError(ValueError):

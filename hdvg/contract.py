@@ -57,6 +57,11 @@ VIDEO_SCHEMA = pa.schema([
     ("height", pa.int64()),
     ("fps", pa.float64()),
     ("wall_s", pa.float64()),        # seconds the worker spent on this video
+    # how the source was obtained (null where not downloaded): the format yt-dlp chose, and the number
+    # of download attempts (1 + retries of transient failures)
+    ("format", pa.string()),
+    ("attempts", pa.int64()),
+    ("note", pa.string()),           # non-fatal remarks, e.g. released scenes clamped to the source end
 ])
 
 

@@ -23,10 +23,10 @@ import ray
 from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from hdvg.captioning import build_captioner, caption
-from hdvg.config import CaptionConfig, ConfigError, CurateConfig
+from hdvg.captioning import CaptionerSpec, build_captioner, build_preprocessor, caption_groups, resolve_captioner
+from hdvg.config import ConfigError, CurateConfig
 from hdvg.contract import STATUS_FAILED
-from hdvg.process import process_video
+from hdvg.process import process_video, video_row
 from hdvg.shards import ShardWriter, recover, write_stats
 from hdvg.sources import WorkItem, list_inputs
 
@@ -39,15 +39,34 @@ def _process_task(item: WorkItem, cfg: CurateConfig, scratch: str | None):
             [c.jpg for c in result.clips], [c.mp4 for c in result.clips])
 
 
+# JPEG decode + resize of a video's few keyframes is light: a quarter CPU, so that it is not queued
+# behind whole-core video tasks while the GPU waits for it
+PREPROCESS_CPUS = 0.25
+
+
+def _preprocess_task(spec: CaptionerSpec, jpgs: list[bytes]):
+    return build_preprocessor(spec)(jpgs)
+
+
 class CaptionActor:
-    """Holds one captioner (weights load once per actor) and captions keyframe lists."""
+    """Holds one captioner (weights load once per actor) and captions preprocessed keyframes of one or
+    several videos per call, in full batches across videos."""
 
-    def __init__(self, cfg: CaptionConfig):
-        self.captioner = build_captioner(cfg)
-        self.batch_size = cfg.batch_size
+    def __init__(self, spec: CaptionerSpec):
+        self.captioner = build_captioner(spec)
+        self.batch_size = spec.cfg.batch_size
 
-    def caption(self, jpgs: list[bytes]) -> tuple[list[str | None], str]:
-        return caption(self.captioner, jpgs, self.batch_size), self.captioner.name
+    def caption_videos(self, *pixels):
+        """One (captions, captioner name) per video; the call has one return object per video."""
+        got = [(c, self.captioner.name) for c in caption_groups(self.captioner, list(pixels), self.batch_size)]
+        return got[0] if len(got) == 1 else got
+
+    def busy(self) -> dict:
+        """Seconds the model spent generating, and the span from its first call's start to its last
+        call's end (the bench's GPU busy fraction)."""
+        c = self.captioner
+        return {"busy_s": getattr(c, "busy_s", 0.0),
+                "span_s": (c.last_end - c.first_start) if getattr(c, "first_start", None) else 0.0}
 
 
 class WriterActor:
@@ -118,10 +137,7 @@ class Progress:
 
 
 def _failed_head(item: WorkItem, reason: str) -> tuple[dict, list]:
-    row = {"video_id": item.video_id, "source": item.source, "status": STATUS_FAILED, "reason": reason,
-           "num_clips": 0, "duration": None, "clip_seconds": 0.0, "width": None, "height": None, "fps": None,
-           "wall_s": None}
-    return row, []
+    return video_row(item, STATUS_FAILED, reason), []
 
 
 def _error_text(exc: BaseException) -> str:
@@ -132,7 +148,7 @@ def _error_text(exc: BaseException) -> str:
 def select_work(cfg: CurateConfig, done: set[str]) -> tuple[list[WorkItem], list[tuple[WorkItem, str]]]:
     """Input items still to do, in input order, and duplicates to record as failed."""
     todo, dupes, seen = [], [], set(done)
-    for item in list_inputs(cfg.input):
+    for item in list_inputs(cfg.input, cfg.source):
         if item.video_id in done:
             continue
         if item.video_id in seen:
@@ -148,7 +164,8 @@ def select_work(cfg: CurateConfig, done: set[str]) -> tuple[list[WorkItem], list
 def run_curation(cfg: CurateConfig) -> dict:
     """Curate `cfg.input` into `cfg.output`; resumes what an earlier run of the same OUT left."""
     started = time.monotonic()
-    out = Path(cfg.output)
+    spec = resolve_captioner(cfg.captioner)  # missing weights fail here, before any work or download
+    out = cfg.output  # a local folder or an s3:// / gs:// URI (hdvg.storage)
     done, first_shard = recover(out)
     todo, dupes = select_work(cfg, done)
     init_ray(cfg)
@@ -160,29 +177,49 @@ def run_curation(cfg: CurateConfig) -> dict:
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
 
     process = ray.remote(num_cpus=cfg.run.cpus_per_video, num_returns=3, max_retries=1)(_process_task)
-    captioner_cpus = 0 if cfg.captioner.name == "none" else cfg.captioner.num_cpus
-    captioners = [ray.remote(CaptionActor).options(num_cpus=captioner_cpus, num_gpus=cfg.captioner.num_gpus)
-                  .remote(cfg.captioner) for _ in range(cfg.captioner.num_actors)]
+    preprocess = ray.remote(num_cpus=PREPROCESS_CPUS, max_retries=1)(_preprocess_task)
+    gpus = cfg.captioner.num_gpus
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    captioners = [ray.remote(CaptionActor).options(num_cpus=cfg.captioner.num_cpus, num_gpus=gpus).remote(spec)
+                  for _ in range(cfg.captioner.num_actors)] if spec.runs_model else []
+    outstanding = [0] * len(captioners)  # videos sent to each captioner and not back yet
     writer = ray.remote(WriterActor).options(num_cpus=0, scheduling_strategy=here).remote(
-        str(out), cfg.shards.samples_per_shard, first_shard)
+        out, cfg.shards.samples_per_shard, first_shard)
 
     progress = Progress(total=len(todo) + len(dupes))
     decoding: dict = {}    # head ref -> (item, jpgs ref, mp4s ref)
-    captioning: dict = {}  # captions ref -> (item, head ref, head, jpgs ref, mp4s ref)
+    preparing: dict = {}   # pixels ref -> (item, head ref, head, jpgs ref, mp4s ref)
+    prepared: list = []    # (pixels ref, (item, head ref, head, jpgs ref, mp4s ref)) waiting for a captioner
+    captioning: dict = {}  # captions ref -> (item, head ref, head, jpgs ref, mp4s ref, captioner index)
     writing: dict = {}     # write ref -> row
     for item, reason in dupes:
         head = _failed_head(item, reason)
         writing[writer.add.remote(head, None, None, None)] = head[0]
     pending = iter(todo)
-    next_captioner = 0
     while True:
-        while len(decoding) + len(captioning) + len(writing) < max_inflight:
+        while len(decoding) + len(preparing) + len(prepared) + len(captioning) + len(writing) < max_inflight:
             item = next(pending, None)
             if item is None:
                 break
             head_ref, jpgs_ref, mp4s_ref = process.remote(item, cfg, cfg.run.scratch_dir)
             decoding[head_ref] = (item, jpgs_ref, mp4s_ref)
-        waiting = [*decoding, *captioning, *writing]
+        while prepared:
+            # batches gather keyframes of several videos; a partial one goes only to an idle captioner,
+            # or when no more keyframes are on their way
+            index = min(range(len(captioners)), key=outstanding.__getitem__)
+            queued = sum(len(entry[2][1]) for _, entry in prepared)
+            if queued < cfg.captioner.batch_size and outstanding[index] and (decoding or preparing):
+                break
+            group, clips = [], 0
+            while prepared and (not group or clips + len(prepared[0][1][2][1]) <= cfg.captioner.batch_size):
+                group.append(prepared.pop(0))
+                clips += len(group[-1][1][2][1])
+            refs = captioners[index].caption_videos.options(num_returns=len(group)).remote(*[p for p, _ in group])
+            for ref, (_, entry) in zip([refs] if len(group) == 1 else refs, group):
+                captioning[ref] = (*entry, index)
+            outstanding[index] += len(group)
+        waiting = [*decoding, *preparing, *captioning, *writing]
         if not waiting:
             break
         ready, _ = ray.wait(waiting, num_returns=1, timeout=5.0, fetch_local=False)
@@ -193,14 +230,18 @@ def run_curation(cfg: CurateConfig) -> dict:
                     head = ray.get(ref)
                 except RayError as exc:  # the worker died (segfault, OOM kill) even after a retry
                     head, jpgs_ref, mp4s_ref = _failed_head(item, f"worker: {_error_text(exc)}"), None, None
-                if any(meta["captioner"] is None for meta in head[1]):  # clips still to caption
-                    actor = captioners[next_captioner % len(captioners)]
-                    next_captioner += 1
-                    captioning[actor.caption.remote(jpgs_ref)] = (item, ref, head, jpgs_ref, mp4s_ref)
+                if any(meta["captioner"] is None for meta in head[1]) and spec.runs_model:  # clips to caption
+                    preparing[preprocess.remote(spec, jpgs_ref)] = (item, ref, head, jpgs_ref, mp4s_ref)
+                elif any(meta["captioner"] is None for meta in head[1]):  # 'none', or no weights: no work
+                    captioned = ([None] * len(head[1]), spec.name)
+                    writing[writer.add.remote(head, captioned, jpgs_ref, mp4s_ref)] = head[0]
                 else:
                     writing[writer.add.remote(head, None, jpgs_ref, mp4s_ref)] = head[0]
+            elif ref in preparing:  # a failed preprocess surfaces as the failure of its caption call
+                prepared.append((ref, preparing.pop(ref)))
             elif ref in captioning:
-                item, head_ref, head, jpgs_ref, mp4s_ref = captioning.pop(ref)
+                item, head_ref, head, jpgs_ref, mp4s_ref, index = captioning.pop(ref)
+                outstanding[index] -= 1
                 try:
                     ray.get(ref)
                     writing[writer.add.remote(head_ref, ref, jpgs_ref, mp4s_ref)] = head[0]
@@ -217,5 +258,9 @@ def run_curation(cfg: CurateConfig) -> dict:
     wall = time.monotonic() - started
     run = {"videos": progress.done, "clips": progress.clips, "wall_s": round(wall, 3),
            "video_seconds_per_wall_second": round(progress.seconds_in / wall, 4),
-           "clips_per_second": round(progress.clips / wall, 4), "ray_cpus": cpus}
+           "clips_per_second": round(progress.clips / wall, 4), "ray_cpus": cpus, "captioner": spec.name}
+    if spec.uncaptioned_reason:
+        run["uncaptioned"] = spec.uncaptioned_reason
+    if captioners:
+        run["captioner_busy"] = ray.get([c.busy.remote() for c in captioners])
     return write_stats(out, run)

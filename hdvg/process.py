@@ -2,6 +2,13 @@
 
 A plain function: Ray runs it as a task, tests call it directly. It never raises for a bad video: every
 failure becomes the video's row with a reason, and its scratch files are removed on every path.
+
+Three ways to plan the clips of a video:
+- scene detection over the whole video (a directory or manifest input);
+- scene detection restricted to the HD-VILA-100M clip spans (HD-VILA input, as HD-VG did), clip ids
+  `<vid>.<k>_<j>` for the j-th scene of HD-VILA clip k;
+- rebuild: the scenes released with HD-VG-130M, cut as they are with their ids and captions (no filter,
+  no detection, no captioning unless `source.recaption`).
 """
 from __future__ import annotations
 
@@ -13,13 +20,17 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
+import numpy as np
+
 from hdvg.config import CurateConfig
 from hdvg.contract import SOURCE_META_FIELDS, STATUS_FAILED, STATUS_FILTERED, STATUS_OK
 from hdvg.cutting import CutError, cut_clips
 from hdvg.filtering import filter_video
+from hdvg.metadata import clip_frames, map_scene
 from hdvg.probe import ProbeError, VideoInfo, probe
-from hdvg.scenes import DecodeError, detect_scenes, scene_spans
-from hdvg.sources import FetchError, WorkItem, fetch
+from hdvg.scenes import DecodeError, Span, detect_scenes, scene_spans
+from hdvg.sources import FetchError, Fetched, WorkItem, fetch
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +48,22 @@ class VideoResult:
     clips: list[ClipSample] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PlannedClip:
+    clip_id: str
+    span: Span                 # source frames
+    caption: str | None = None
+
+
 def clip_id_of(video_id: str, index: int) -> str:
     """HD-VG style: `<video_id>.<k>` for the k-th clip of a video, in time order."""
     return f"{video_id}.{index}"
 
 
-def _row(item: WorkItem, status: str, reason: str | None, info: VideoInfo | None = None,
-         clips: list[ClipSample] = ()) -> dict:
+def video_row(item: WorkItem, status: str, reason: str | None, info: VideoInfo | None = None,
+              clips: list[ClipSample] = (), fetched: Fetched | None = None, note: str | None = None,
+              attempts: int | None = None) -> dict:
+    """The VIDEO_SCHEMA row of a video; the one row builder (the pipeline's failed rows use it too)."""
     return {
         "video_id": item.video_id, "source": item.source, "status": status, "reason": reason,
         "num_clips": len(clips),
@@ -51,52 +71,135 @@ def _row(item: WorkItem, status: str, reason: str | None, info: VideoInfo | None
         "clip_seconds": sum(c.meta["end_time"] - c.meta["start_time"] for c in clips),
         "width": info.width if info else None, "height": info.height if info else None,
         "fps": info.fps if info else None, "wall_s": None,
+        "format": fetched.format if fetched else None,
+        "attempts": fetched.attempts if fetched else attempts,
+        "note": note,
     }
 
 
-def _clips(item: WorkItem, path: Path, info: VideoInfo, cfg: CurateConfig, work: Path) -> VideoResult:
-    reason = filter_video(info, cfg.filter)
-    if reason:
-        return VideoResult(_row(item, STATUS_FILTERED, reason, info))
-    scan = detect_scenes(path, cfg.detect)
-    spans = scene_spans(scan.cuts, scan.num_frames, info.fps, cfg.clip)
-    if not spans:
-        return VideoResult(_row(item, STATUS_FILTERED,
-                                f"no scene of at least {cfg.clip.min_clip_seconds:g} s", info))
-    cut = cut_clips(path, info, spans, work / "clips", cfg.encode)
-    times = scan.frame_times
+def packet_times(path: Path, info: VideoInfo) -> np.ndarray:
+    """Seconds of each frame from the first, in presentation order, by demuxing only (no decode): the
+    numbering of `detect_scenes` and the cutter. Streams without timestamps are taken as constant rate."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            pts = [p.pts for p in container.demux(stream) if p.size]
+            base = float(stream.time_base)
+    except av.FFmpegError as exc:
+        raise DecodeError(f"undemuxable video: {exc}") from None
+    if not pts or any(p is None for p in pts):
+        return np.arange(info.num_frames) / info.fps
+    times = np.sort(np.asarray(pts, dtype=np.float64)) * base
+    return times - times[0]
+
+
+def _disjoint_groups(planned: list[PlannedClip]) -> list[list[PlannedClip]]:
+    """Planned clips in groups of sorted, non-overlapping spans, as one `cut_clips` pass needs. Released
+    HD-VG scenes can overlap where a scene of one HD-VILA clip runs past its span into the next one."""
+    groups: list[list[PlannedClip]] = []
+    for p in sorted(planned, key=lambda p: (p.span.start, p.span.end)):
+        for group in groups:
+            if p.span.start >= group[-1].span.end:
+                group.append(p)
+                break
+        else:
+            groups.append([p])
+    return groups
+
+
+def _cut(item: WorkItem, fetched: Fetched, info: VideoInfo, planned: list[PlannedClip], times: np.ndarray,
+         cfg: CurateConfig, work: Path, note: str | None = None) -> VideoResult:
+    captioner = item.release if item.release and not cfg.source.recaption else None
     end_of_video = float(times[-1]) + 1.0 / info.fps
     samples = []
-    for k, c in enumerate(cut):
-        start_time = float(times[c.span.start])
-        end_time = float(times[c.span.end]) if c.span.end < scan.num_frames else end_of_video
-        meta = {
-            "clip_id": clip_id_of(item.video_id, k), "video_id": item.video_id, "source": item.source,
-            "start_frame": c.span.start, "end_frame": c.span.end,
-            "start_time": round(start_time, 6), "end_time": round(end_time, 6),
-            "fps": info.fps, "width": c.width, "height": c.height, "num_frames": c.span.num_frames,
-            "caption": None, "captioner": None,
-            **{f: None for f in SOURCE_META_FIELDS},
-        }
-        samples.append(ClipSample(meta=meta, jpg=c.keyframe.read_bytes(), mp4=c.path.read_bytes()))
-    return VideoResult(_row(item, STATUS_OK, None, info, samples), samples)
+    for g, group in enumerate(_disjoint_groups(planned)):
+        cut = cut_clips(fetched.path, info, [p.span for p in group], work / f"clips{g}", cfg.encode)
+        for p, c in zip(group, cut):
+            end_time = float(times[c.span.end]) if c.span.end < len(times) else end_of_video
+            meta = {
+                "clip_id": p.clip_id, "video_id": item.video_id, "source": item.source,
+                "start_frame": c.span.start, "end_frame": c.span.end,
+                "start_time": round(float(times[c.span.start]), 6), "end_time": round(end_time, 6),
+                "fps": info.fps, "width": c.width, "height": c.height, "num_frames": c.span.num_frames,
+                "caption": p.caption if captioner else None, "captioner": captioner,
+                **{f: fetched.meta.get(f) for f in SOURCE_META_FIELDS},
+            }
+            samples.append(ClipSample(meta=meta, jpg=c.keyframe.read_bytes(), mp4=c.path.read_bytes()))
+        shutil.rmtree(work / f"clips{g}", ignore_errors=True)  # bytes are held: free the scratch early
+    samples.sort(key=lambda s: (s.meta["start_frame"], s.meta["end_frame"]))
+    return VideoResult(video_row(item, STATUS_OK, None, info, samples, fetched, note), samples)
+
+
+def _rebuild(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConfig, work: Path) -> VideoResult:
+    """Cut the released scenes of `item` exactly (frames mapped through the source's timestamps)."""
+    times = packet_times(fetched.path, info)
+    mapped = [map_scene(s, times) for s in item.scenes]
+    planned = [PlannedClip(m.scene.clip_id, Span(m.start, m.end), m.scene.caption)
+               for m in mapped if m.end > m.start]
+    over = [m.overshoot for m in mapped if m.overshoot]
+    notes = []
+    if over:
+        notes.append(f"{len(over)} released scenes end past their HD-VILA span (max +{max(over)} frames)")
+    clamped = [m.scene.clip_id for m in mapped if m.clamped]
+    if clamped:
+        notes.append(f"{len(clamped)} cut at the source's last frame: {', '.join(clamped[:5])}")
+    missing = [m.scene.clip_id for m in mapped if m.end <= m.start]
+    if missing:
+        notes.append(f"{len(missing)} released scenes not in the source: {', '.join(missing[:5])}")
+    note = "rebuild: " + "; ".join(notes) if notes else None
+    if not planned:
+        return VideoResult(video_row(item, STATUS_FAILED, f"rebuild: none of the {len(mapped)} released "
+                                     f"scenes lies inside the source ({len(times)} frames)", info,
+                                     fetched=fetched, note=note))
+    return _cut(item, fetched, info, planned, times, cfg, work, note)
+
+
+def _detected(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConfig, work: Path) -> VideoResult:
+    reason = filter_video(info, cfg.filter)
+    if reason:
+        return VideoResult(video_row(item, STATUS_FILTERED, reason, info, fetched=fetched))
+    scan = detect_scenes(fetched.path, cfg.detect)
+    if item.clips:  # scenes of each HD-VILA clip span: cuts inside it, lengths limited as everywhere
+        planned = []
+        for clip in item.clips:
+            first, end = clip_frames(scan.frame_times, clip)
+            inside = [c - first for c in scan.cuts if first < c < end]
+            planned += [PlannedClip(f"{item.video_id}.{clip.index}_{j}", Span(first + s.start, first + s.end))
+                        for j, s in enumerate(scene_spans(inside, end - first, info.fps, cfg.clip))]
+    else:
+        planned = [PlannedClip(clip_id_of(item.video_id, k), s)
+                   for k, s in enumerate(scene_spans(scan.cuts, scan.num_frames, info.fps, cfg.clip))]
+    if not planned:
+        where = " inside the HD-VILA spans" if item.clips else ""
+        return VideoResult(video_row(item, STATUS_FILTERED, f"no scene of at least "
+                                     f"{cfg.clip.min_clip_seconds:g} s{where}", info, fetched=fetched))
+    return _cut(item, fetched, info, planned, scan.frame_times, cfg, work)
 
 
 def process_video(item: WorkItem, cfg: CurateConfig, scratch: str | Path | None = None) -> VideoResult:
     """Run every CPU stage on one video; the result carries the clips' bytes and the video's row."""
     started = time.monotonic()
+    if item.problem:
+        result = VideoResult(video_row(item, STATUS_FAILED, f"input: {item.problem}"))
+        result.row["wall_s"] = 0.0
+        return result
     work = Path(tempfile.mkdtemp(prefix="hdvg-", dir=scratch))
-    info = None
+    info, fetched = None, None
     try:
-        path = fetch(item, work)
-        info = probe(path)
-        result = _clips(item, path, info, cfg, work)
-    except (FetchError, ProbeError, DecodeError, CutError) as exc:
-        stage = {FetchError: "fetch", ProbeError: "probe", DecodeError: "decode", CutError: "cut"}[type(exc)]
-        result = VideoResult(_row(item, STATUS_FAILED, f"{stage}: {exc}", info))
+        fetched = fetch(item, work, cfg.source)
+        info = probe(fetched.path)
+        plan = _rebuild if item.scenes else _detected
+        result = plan(item, fetched, info, cfg, work)
+    except FetchError as exc:  # "download: <classification>: <message>", or "fetch: <message>" for a local path
+        stage = "download" if exc.classification else "fetch"
+        result = VideoResult(video_row(item, STATUS_FAILED, f"{stage}: {exc}", attempts=exc.attempts))
+    except (ProbeError, DecodeError, CutError) as exc:
+        stage = {ProbeError: "probe", DecodeError: "decode", CutError: "cut"}[type(exc)]
+        result = VideoResult(video_row(item, STATUS_FAILED, f"{stage}: {exc}", info, fetched=fetched))
     except Exception as exc:  # a bug or an unforeseen input must not end the job: record it, log the trace
         log.error("video %s: %s", item.video_id, traceback.format_exc())
-        result = VideoResult(_row(item, STATUS_FAILED, f"internal error: {type(exc).__name__}: {exc}", info))
+        result = VideoResult(video_row(item, STATUS_FAILED, f"internal error: {type(exc).__name__}: {exc}",
+                                       info, fetched=fetched))
     finally:
         shutil.rmtree(work, ignore_errors=True)  # downloads and cut files alike: bounded scratch
     result.row["wall_s"] = round(time.monotonic() - started, 3)

@@ -18,10 +18,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hdvg.contract import INDEX_DIR, STATUS_OK, VIDEOS_DIR
+from hdvg.storage import Store
 
 UNKNOWN_CATEGORY = "unknown"  # clips whose source carries no category (local files, bare URLs)
 FIGURE_SIZE, FIGURE_DPI = (8.0, 4.5), 100  # every PNG is 800 x 450 pixels
@@ -94,21 +96,17 @@ def failure_class(status: str, reason: str | None) -> str:
     return f"{status}: {parts[0]}"
 
 
-def committed_parts(out: str | Path) -> list[tuple[Path | None, Path]]:
+def committed_parts(store: Store) -> list[tuple[str | None, str]]:
     """(index file or None, videos file) of every committed shard of OUT, in shard order."""
-    out = Path(out)
-    videos = sorted((out / VIDEOS_DIR).glob("*.parquet"))
-    if not videos and not (out / VIDEOS_DIR).is_dir():
-        raise ValueError(f"{out} has no {VIDEOS_DIR}/ folder: not a curated OUT")
-    parts = []
-    for v in videos:
-        index = out / INDEX_DIR / v.name
-        parts.append((index if index.exists() else None, v))  # a shard of only failed videos has no index
-    return parts
+    videos = [n for n in store.list(VIDEOS_DIR) if n.endswith(".parquet")]
+    if not videos:
+        raise ValueError(f"{store.uri} has no committed {VIDEOS_DIR}/ parts: not a curated OUT")
+    indexes = set(store.list(INDEX_DIR))
+    # a shard of only failed videos has no index part
+    return [(store.path(INDEX_DIR, v) if v in indexes else None, store.path(VIDEOS_DIR, v)) for v in videos]
 
 
-def _add_index(stats: DatasetStats, path: Path) -> None:
-    table = pq.read_table(path, columns=["start_time", "end_time", "caption", "categories"])
+def _add_index(stats: DatasetStats, table: pa.Table) -> None:
     durations = pc.subtract(table["end_time"], table["start_time"]).to_numpy(zero_copy_only=False)
     stats.clips += table.num_rows
     stats.clip_seconds += float(durations.sum())
@@ -124,8 +122,8 @@ def _add_index(stats: DatasetStats, path: Path) -> None:
         stats.categories.update(cats if cats else [UNKNOWN_CATEGORY])
 
 
-def _add_videos(stats: DatasetStats, path: Path) -> None:
-    for row in pq.read_table(path, columns=["status", "reason", "duration"]).to_pylist():
+def _add_videos(stats: DatasetStats, table: pa.Table) -> None:
+    for row in table.to_pylist():
         stats.videos += 1
         stats.videos_by_status[row["status"]] += 1
         stats.source_seconds += row["duration"] or 0.0
@@ -134,11 +132,13 @@ def _add_videos(stats: DatasetStats, path: Path) -> None:
 
 
 def dataset_stats(out: str | Path) -> DatasetStats:
-    stats = DatasetStats()
-    for index, videos in committed_parts(out):
+    """Statistics of OUT (a folder or an object-storage URI) from its committed index and video tables."""
+    store, stats = Store(out), DatasetStats()
+    for index, videos in committed_parts(store):
         if index is not None:
-            _add_index(stats, index)
-        _add_videos(stats, videos)
+            _add_index(stats, pq.read_table(index, columns=["start_time", "end_time", "caption", "categories"],
+                                            filesystem=store.fs))
+        _add_videos(stats, pq.read_table(videos, columns=["status", "reason", "duration"], filesystem=store.fs))
     return stats
 
 

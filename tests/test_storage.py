@@ -55,10 +55,37 @@ def test_shards_in_s3_validate_and_recover(s3_env):
     assert summary["clips"] == 2 and summary["videos"] == 2
 
 
-def test_job_writes_to_s3_and_resumes(s3_env, sample_videos, tmp_path):
+def upload(local, uri):
+    store = Store(uri)
+    with local.open("rb") as src, store.fs.open_output_stream(store.root) as dst:
+        dst.write(src.read())
+
+
+def test_mirror_and_inputs_in_s3(s3_env, sample_videos, tmp_path):
+    from hdvg.config import SourceConfig
+    from hdvg.sources import FetchError, WorkItem, fetch, list_inputs
+
+    upload(sample_videos / "city_walk.mp4", "s3://hdvg/mirror/dQw4w9WgXcQ.mp4")
+    cfg = SourceConfig(mirror="s3://hdvg/mirror/{video_id}.mp4")
+    (tmp_path / "a").mkdir()
+    got = fetch(WorkItem("dQw4w9WgXcQ", "https://www.youtube.com/watch?v=dQw4w9WgXcQ"), tmp_path / "a", cfg)
+    assert got.path.read_bytes() == (sample_videos / "city_walk.mp4").read_bytes()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(FetchError) as err:
+        fetch(WorkItem("aaaaaaaaaaa", "https://www.youtube.com/watch?v=aaaaaaaaaaa"), tmp_path / "b", cfg)
+    assert err.value.classification == "not_found" and not list((tmp_path / "b").iterdir())
+    (tmp_path / "manifest.txt").write_text("s3://hdvg/mirror/dQw4w9WgXcQ.mp4\n")
+    upload(tmp_path / "manifest.txt", "s3://hdvg/lists/manifest.txt")
+    assert [i.source for i in list_inputs("s3://hdvg/lists/manifest.txt")] == ["s3://hdvg/mirror/dQw4w9WgXcQ.mp4"]
+    assert [i.video_id for i in list_inputs("s3://hdvg/mirror")] == ["dQw4w9WgXcQ"]
+
+
+def test_job_reads_and_writes_s3_and_resumes(s3_env, sample_videos, tmp_path):
+    for video in sorted(sample_videos.glob("*.mp4")):
+        upload(video, f"s3://hdvg/in/{video.name}")
     out = "s3://hdvg/job"
     env = {**os.environ, **s3_env, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "pipelines.curate", "--input", str(sample_videos), "--output", out,
+    cmd = [sys.executable, "-m", "pipelines.curate", "--input", "s3://hdvg/in", "--output", out,
            "--samples-per-shard", "2", "--run-num-cpus", "2"]
     first = subprocess.run([*cmd, "--limit", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]

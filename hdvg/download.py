@@ -1,0 +1,248 @@
+"""`download`: one video through yt-dlp's Python API, rate-limited per node, retried when the failure is
+transient, and classified when it is not.
+
+A failure ends as `DownloadFailed(classification, message, attempts)`, where `message` is yt-dlp's own
+text (with the proxy redacted). Permanent classes (private, removed, ...) are recorded at the first
+attempt; transient ones (HTTP 429/5xx, timeouts, cut connections) are retried with exponential backoff.
+Everything yt-dlp writes goes to the caller's scratch folder under fixed names (`source.<ext>`), never a
+name derived from the video id or title.
+"""
+from __future__ import annotations
+
+import fcntl
+import random
+import re
+import shutil
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hdvg.config import SourceConfig
+
+# Format preference (HD-VG: 720p widescreen): 720p 16:9 H.264 MP4, then H.264 MP4 up to 720p, then any
+# codec up to 720p, then whatever is best. `?` lets formats whose size is unknown (direct links) pass.
+_VIDEO = ("bv[height=720][aspect_ratio>1.7][vcodec^=avc1][ext=mp4]", "bv[height<=?720][vcodec^=avc1][ext=mp4]",
+          "bv[height<=?720]", "bv")
+_MUXED = ("b[height<=?720][ext=mp4]", "b[height<=?720]", "b")
+
+
+def format_selector(audio: bool) -> str:
+    """The yt-dlp format string: video only by default, with the best M4A (else any) audio when asked."""
+    video = [f"{v}+ba[ext=m4a]/{v}+ba" for v in _VIDEO] if audio else list(_VIDEO)
+    return "/".join(video + list(_MUXED))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Classification of yt-dlp's messages. The messages are YouTube's own texts relayed by yt-dlp, so they are
+# matched by phrases (tests/fixtures/ytdlp_errors.json lists real ones and where they come from). Order
+# matters: the first rule that matches wins ("confirm you're not a bot" before "confirm your age", the
+# session rate limit before the generic "not available").
+
+# 403 is transient on YouTube (an expired or throttled format URL: a new attempt extracts fresh ones)
+TRANSIENT = ("rate_limited", "server_error", "forbidden", "timeout", "connection")
+_RULES: tuple[tuple[str, str], ...] = (
+    ("blocked", r"not a bot|captcha|rate-limited by youtube|ip is likely being blocked|po token"),
+    ("private", r"private video|this video is private|video has been made private"),
+    ("members_only", r"members[- ]only|channel's members|join this channel"),
+    ("age_restricted", r"confirm your age|age[- ]restricted|inappropriate for some users"),
+    ("copyright", r"copyright"),
+    ("geo_blocked", r"(available|blocked it) in your country|from your location|geo[- ]restrict"),
+    ("live", r"live event|premieres in|is a live stream|live stream|is live"),
+    ("removed", r"removed by the uploader|has been removed|account associated with this video has been "
+                r"terminated|no longer available|been terminated"),
+    ("rate_limited", r"http error 429|too many requests"),
+    ("server_error", r"http error 5\d\d"),
+    ("forbidden", r"http error 403"),
+    ("not_found", r"http error 404|http error 410|not found"),
+    ("no_format", r"requested format is not available"),
+    ("unavailable", r"video unavailable|this video is unavailable|not available|does not exist|"
+                    r"content isn.t available"),
+    ("unsupported", r"unsupported url"),
+    ("timeout", r"timed out|timeout|download deadline"),
+    ("connection", r"incomplete ?read|content too short|did not get any data|connection (?:reset|refused|"
+                   r"aborted|broken)|remote ?disconnected|remote end closed|eof occurred|unable to connect|"
+                   r"name resolution|network is unreachable|got error: \d+ bytes read"),
+    ("extractor_broken", r"please report this issue|unable to extract|signature extraction|nsig"),
+)
+_COMPILED = tuple((name, re.compile(rule, re.IGNORECASE)) for name, rule in _RULES)
+
+
+def classify(message: str) -> str:
+    """Classification of a download failure message; 'error' when no rule knows it (not retried)."""
+    for name, rule in _COMPILED:
+        if rule.search(message):
+            return name
+    return "error"
+
+
+def is_transient(classification: str) -> bool:
+    return classification in TRANSIENT
+
+
+class DownloadFailed(Exception):
+    def __init__(self, classification: str, message: str, attempts: int):
+        super().__init__(f"{classification}: {message}")
+        self.classification, self.message, self.attempts = classification, message, attempts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rate limit
+
+class RateLimiter:
+    """Downloads started per minute on one node, across processes: every video task of the node reserves
+    its start slot in one small state file under an exclusive `fcntl` lock, so N concurrent tasks share one
+    budget instead of each taking the full rate. Slots are spaced 60/rate seconds apart, each spacing
+    randomised by +/- `jitter` so that nodes and tasks do not request in lockstep."""
+
+    def __init__(self, per_minute: float, state: str | Path, jitter: float = 0.0, seed: int | None = None):
+        self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
+        self.state, self.jitter, self.random = Path(state), jitter, random.Random(seed)
+
+    def reserve(self, now: float) -> float:
+        """Take the next free slot; returns its start time (>= now)."""
+        if self.interval == 0:
+            return now
+        with open(self.state, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+            f.seek(0)
+            text = f.read().strip()
+            start = max(now, float(text) if text else 0.0)
+            spacing = self.interval * (1 + self.random.uniform(-self.jitter, self.jitter))
+            f.seek(0)
+            f.truncate()
+            f.write(repr(start + spacing))
+        return start
+
+    def acquire(self) -> None:
+        now = time.time()  # wall clock: shared by every process of the node
+        time.sleep(max(0.0, self.reserve(now) - now))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# yt-dlp
+
+@dataclass
+class Downloaded:
+    path: Path
+    meta: dict = field(default_factory=dict)   # SOURCE_META_FIELDS from yt-dlp's info
+    format: str | None = None
+    attempts: int = 1
+
+
+class _Quiet:
+    """yt-dlp logger: nothing reaches stdout/stderr (messages could carry URLs of the proxy); failures
+    reach the caller through the exception instead."""
+
+    def debug(self, msg: str) -> None: ...
+    def info(self, msg: str) -> None: ...
+    def warning(self, msg: str) -> None: ...
+    def error(self, msg: str) -> None: ...
+
+
+class _Deadline(Exception):
+    """Raised from yt-dlp's progress hook once `download_timeout_s` has passed; aborts the transfer."""
+
+
+def redact(text: str, secrets: list[str | None]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "<redacted>")
+    return text
+
+
+def source_meta(info: dict) -> dict:
+    categories = info.get("categories")
+    return {
+        "title": info.get("title"),
+        "channel": info.get("channel") or info.get("uploader"),
+        "categories": [str(c) for c in categories] if isinstance(categories, list) else None,
+        "upload_date": info.get("upload_date"),
+        "license": info.get("license"),
+    }
+
+
+def _options(scratch: Path, cfg: SourceConfig, deadline: float) -> dict:
+    def hook(progress: dict) -> None:
+        if time.monotonic() > deadline:
+            raise _Deadline()
+
+    opts = {
+        "format": format_selector(cfg.audio), "merge_output_format": "mp4",
+        "paths": {"home": str(scratch), "temp": str(scratch)}, "outtmpl": "source.%(ext)s",
+        "noplaylist": True, "quiet": True, "no_warnings": True, "noprogress": True, "logger": _Quiet(),
+        "socket_timeout": cfg.socket_timeout_s, "progress_hooks": [hook], "cachedir": False,
+        # retries are ours (counted, classified, backed off, rate-limited): yt-dlp makes one try
+        "retries": 0, "fragment_retries": 0, "extractor_retries": 0, "file_access_retries": 0,
+        "continuedl": False, "overwrites": True,
+    }
+    if cfg.proxy:
+        opts["proxy"] = cfg.proxy
+    if cfg.cookies:
+        # a private copy: yt-dlp writes its cookie jar back on exit, which must not touch the user's file
+        copy = scratch / "cookies.txt"
+        shutil.copyfile(cfg.cookies, copy)
+        opts["cookiefile"] = str(copy)
+    return opts
+
+
+def _attempt(url: str, scratch: Path, cfg: SourceConfig, deadline: float) -> Downloaded:
+    import yt_dlp
+
+    with yt_dlp.YoutubeDL(_options(scratch, cfg, deadline)) as ydl:
+        info = ydl.extract_info(url, download=False)
+        if info.get("_type") in ("playlist", "multi_video"):
+            raise DownloadFailed("unsupported", f"{url} is a playlist, not one video", 1)
+        if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming", "post_live"):
+            raise DownloadFailed("live", f"live_status {info.get('live_status')!r}: a live stream has no "
+                                 "fixed frames to cut", 1)
+        info = ydl.process_ie_result(info, download=True)
+    files = [Path(d["filepath"]) for d in info.get("requested_downloads") or [] if d.get("filepath")]
+    path = files[0] if files else None
+    if path is None or not path.is_file() or path.parent != scratch:
+        raise DownloadFailed("error", "yt-dlp reported success but wrote no file", 1)
+    return Downloaded(path=path, meta=source_meta(info), format=info.get("format"))
+
+
+def _clean(scratch: Path) -> None:
+    """Remove what a failed attempt left (partial files), so a retry starts from nothing."""
+    for p in scratch.iterdir():
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def download(url: str, scratch: str | Path, cfg: SourceConfig, limiter: RateLimiter | None = None) -> Downloaded:
+    """Download `url` (a YouTube watch URL, or any URL yt-dlp's extractors take) into the empty folder
+    `scratch`. Raises DownloadFailed; the folder is emptied after a failure."""
+    import yt_dlp
+
+    scratch = Path(scratch)
+    started = time.monotonic()
+    deadline = started + cfg.download_timeout_s
+    # the proxy's password may also appear on its own (e.g. in a ProxyError's repr)
+    secrets = [cfg.proxy, urllib.parse.urlparse(cfg.proxy).password if cfg.proxy else None, cfg.cookies]
+    attempt = 0
+    while True:
+        attempt += 1
+        if limiter is not None:
+            limiter.acquire()
+        try:
+            got = _attempt(url, scratch, cfg, deadline)
+            got.attempts = attempt
+            (scratch / "cookies.txt").unlink(missing_ok=True)
+            return got
+        except DownloadFailed as exc:
+            cls, msg = exc.classification, exc.message
+        except _Deadline:
+            cls, msg = "timeout", f"download deadline of {cfg.download_timeout_s:g} s passed"
+        except yt_dlp.utils.DownloadError as exc:
+            # one line: yt-dlp's messages carry \r progress resets and YouTube's multi-line reasons
+            msg = redact(re.sub(r"\s+", " ", str(exc)).strip(), secrets)
+            cls = classify(msg)
+        _clean(scratch)
+        backoff = cfg.backoff_s * 2 ** (attempt - 1)
+        if not is_transient(cls) or attempt > cfg.retries or time.monotonic() + backoff > deadline:
+            raise DownloadFailed(cls, msg, attempt)
+        time.sleep(backoff)
