@@ -80,7 +80,7 @@ def main() -> int:
         (inputs / p.name).symlink_to(p)
     infos = {rel: probe(p) for rel, p in videos.items()}
     seconds = sum(i.duration for i in infos.values())
-    cfg = build_config(values={"input": str(inputs), "output": str(work / "hdvg")})
+    cfg = build_config(values={"input": str(inputs), "output": str(work / "hdvg"), "captioner.name": "none"})
     print(f"{len(videos)} videos, {seconds:.1f} s of input; encode libx264 {cfg.encode.preset} "
           f"CRF {cfg.encode.crf}; {args.jobs} baseline processes at a time")
 

@@ -75,7 +75,7 @@ class ShardConfig(_Section):
 class CaptionConfig(_Section):
     """Which captioner runs on the centre keyframes (paper: BLIP-2)."""
 
-    name: Literal["none", "blip2"] = Field("none", description="captioner to use; 'none' leaves captions "
+    name: Literal["none", "blip2"] = Field("blip2", description="captioner to use; 'none' leaves captions "
                                            "empty, 'blip2' runs BLIP-2 through transformers")
     model: str = Field("Salesforce/blip2-opt-2.7b", description="BLIP-2 checkpoint: a hub name (read from the "
                        "HF_HOME cache, or downloaded when the hub is reachable) or a local save_pretrained folder")

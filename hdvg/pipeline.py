@@ -28,7 +28,7 @@ from hdvg.config import ConfigError, CurateConfig
 from hdvg.contract import STATUS_FAILED
 from hdvg.process import process_video, video_row
 from hdvg.shards import ShardWriter, recover, write_stats
-from hdvg.sources import WorkItem, list_inputs
+from hdvg.sources import WorkItem, is_release_input, list_inputs
 
 log = logging.getLogger("hdvg")
 
@@ -164,7 +164,10 @@ def select_work(cfg: CurateConfig, done: set[str]) -> tuple[list[WorkItem], list
 def run_curation(cfg: CurateConfig) -> dict:
     """Curate `cfg.input` into `cfg.output`; resumes what an earlier run of the same OUT left."""
     started = time.monotonic()
-    spec = resolve_captioner(cfg.captioner)  # missing weights fail here, before any work or download
+    # missing weights fail first, before OUT is touched; a rebuild that keeps the released captions needs
+    # no captioner at all
+    needs_captions = cfg.source.recaption or not is_release_input(cfg.input)
+    spec = resolve_captioner(cfg.captioner) if needs_captions else CaptionerSpec(cfg.captioner, "none")
     out = cfg.output  # a local folder or an s3:// / gs:// URI (hdvg.storage)
     done, first_shard = recover(out)
     todo, dupes = select_work(cfg, done)

@@ -139,6 +139,12 @@ def _all_items(root: Path, cfg: SourceConfig) -> Iterator[WorkItem]:
         yield from _manifest_items(root)
 
 
+def is_release_input(spec: str | Path) -> bool:
+    """Whether `spec` is released metadata that carries its own captions (the HD-VG-130M json)."""
+    path = Path(spec)
+    return not is_remote(str(spec)) and path.is_file() and sniff(path) == "hdvg"
+
+
 def _remote_items(uri: str, cfg: SourceConfig) -> Iterator[WorkItem]:
     """An object-storage input: a prefix of videos, or a manifest/metadata file read from a local copy."""
     store = Store(uri)

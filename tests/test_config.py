@@ -15,7 +15,7 @@ def test_defaults_are_the_paper_settings():
     assert cfg.filter.aspect_ratio == pytest.approx(16 / 9)  # widescreen
     assert cfg.clip.max_clip_seconds == 20                   # clips mostly under 20 s
     assert cfg.encode.max_short_side == 720
-    assert cfg.captioner.name == "none"
+    assert cfg.captioner.name == "blip2"                     # keyframe captions by BLIP-2
 
 
 @pytest.mark.parametrize("sets, field", [

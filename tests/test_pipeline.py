@@ -27,7 +27,8 @@ def clips_of(out: Path) -> dict:
 @pytest.fixture(scope="module")
 def sample_out(tmp_path_factory, sample_videos, ray_local):
     out = tmp_path_factory.mktemp("sample_out")
-    cfg = build_config(values={"input": str(sample_videos), "output": str(out), "shards.samples_per_shard": 4})
+    cfg = build_config(values={"input": str(sample_videos), "output": str(out), "shards.samples_per_shard": 4,
+                               "captioner.name": "none"})
     stats = run_curation(cfg)
     return out, stats
 
@@ -92,7 +93,7 @@ def test_edge_cases_are_rows_with_reasons_while_good_videos_produce_clips(tmp_pa
     lines.append({"path": str(SHARED / good[0]), "video_id": Path(good[0]).name})  # duplicate id
     manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
     out = tmp_path / "out"
-    stats = run_curation(build_config(values={"input": str(manifest), "output": str(out)}))
+    stats = run_curation(build_config(values={"input": str(manifest), "output": str(out), "captioner.name": "none"}))
     rows = {}
     for r in pq.read_table(out / "videos").to_pylist():
         rows.setdefault(r["video_id"], []).append(r)
@@ -110,7 +111,7 @@ def test_edge_cases_are_rows_with_reasons_while_good_videos_produce_clips(tmp_pa
 
 def curate_cmd(inp, out, *extra):
     return [sys.executable, "-m", "pipelines.curate", "--input", str(inp), "--output", str(out),
-            "--samples-per-shard", "1", "--run-num-cpus", "2", *extra]
+            "--samples-per-shard", "1", "--run-num-cpus", "2", "--captioner", "none", *extra]
 
 
 def test_kill_9_then_rerun_gives_the_clean_result(tmp_path, sample_videos, sample_out):
