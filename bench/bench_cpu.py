@@ -2,7 +2,7 @@
 same run on the same videos, (1) the PySceneDetect command line as users run it and (2) the floor: one
 ffmpeg decode of each video plus one x264 encode of its frames at the pipeline's clip settings.
 
-    .venv/bin/python bench/bench_cpu.py [--videos DIR_OR_FILES ...] [--jobs 2]
+    .venv/bin/python bench/bench_cpu.py [--jobs 2] [--keep]
 
 Figures are input-video seconds per wall-second; ratios are against the baselines measured in this run.
 Cut precision/recall use the cut lists of ../shared/data/ground_truth (see TRUTH below for provenance).

@@ -69,7 +69,7 @@ class EncodeConfig(_Section):
 class ShardConfig(_Section):
     """WebDataset output."""
 
-    samples_per_shard: int = Field(256, ge=1, description="a shard closes at the first whole video past this")
+    samples_per_shard: int = Field(256, ge=1, description="a shard closes after the whole video that brings it to this many samples")
 
 
 class CaptionConfig(_Section):
@@ -121,6 +121,8 @@ class RunConfig(_Section):
     scratch_dir: str | None = Field(None, description="scratch folder for downloads and cut clips "
                                     "(unset: the system temp dir)")
     limit: int | None = Field(None, ge=1, description="process at most this many input videos")
+    retry_failed: bool = Field(False, description="on a rerun, try again the videos that only failed so far "
+                               "(rate limits, timeouts, lost workers); ok and filtered videos are never redone")
 
 
 class SourceConfig(_Section):
@@ -200,7 +202,8 @@ def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "<config>"
-        lines.append(f"  {field}: {e['msg']} (got {e.get('input')!r})")
+        secret = any(word in field for word in ("proxy", "cookie"))  # may hold credentials: never echoed
+        lines.append(f"  {field}: {e['msg']}" + ("" if secret else f" (got {e.get('input')!r})"))
     return "invalid configuration:\n" + "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hdvg.config import EncodeConfig
 from hdvg.keyframes import centre_frame, keyframe_filter, keyframe_output_args
-from hdvg.probe import VideoInfo, run_ffprobe
+from hdvg.probe import ProbeError, VideoInfo, run_ffprobe
 from hdvg.scenes import Span
 
 
@@ -88,7 +88,10 @@ def cut_clips(src: str | Path, info: VideoInfo, spans: list[Span], out_dir: str 
         path, key = out / f"clip_{i:06d}.mp4", out / f"key_{i:06d}.jpg"
         if not path.exists() or not key.exists():
             raise CutError(f"ffmpeg produced {len(list(out.glob('clip_*.mp4')))} clips for {len(spans)} spans")
-        got = count_frames(path)
+        try:
+            got = count_frames(path)
+        except ProbeError as exc:
+            raise CutError(f"clip {i} is unreadable: {exc}") from None
         if got != span.num_frames:
             raise CutError(f"clip {i} ({span.start}..{span.end}) has {got} frames, expected {span.num_frames}")
         clips.append(CutClip(span=span, path=path, keyframe=key, width=width, height=height))

@@ -169,7 +169,7 @@ def run_curation(cfg: CurateConfig) -> dict:
     needs_captions = cfg.source.recaption or not is_release_input(cfg.input)
     spec = resolve_captioner(cfg.captioner) if needs_captions else CaptionerSpec(cfg.captioner, "none")
     out = cfg.output  # a local folder or an s3:// / gs:// URI (hdvg.storage)
-    done, first_shard = recover(out)
+    done, first_shard = recover(out, cfg.run.retry_failed)
     todo, dupes = select_work(cfg, done)
     init_ray(cfg)
     cpus = ray.cluster_resources().get("CPU", 0)
@@ -184,7 +184,10 @@ def run_curation(cfg: CurateConfig) -> dict:
     gpus = cfg.captioner.num_gpus
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    captioners = [ray.remote(CaptionActor).options(num_cpus=cfg.captioner.num_cpus, num_gpus=gpus).remote(spec)
+    # an actor that dies (CUDA error, OOM kill, lost node) restarts and its calls are retried, rather
+    # than failing every later video
+    captioners = [ray.remote(CaptionActor).options(num_cpus=cfg.captioner.num_cpus, num_gpus=gpus, max_restarts=-1,
+                                                   max_task_retries=2).remote(spec)
                   for _ in range(cfg.captioner.num_actors)] if spec.runs_model else []
     outstanding = [0] * len(captioners)  # videos sent to each captioner and not back yet
     writer = ray.remote(WriterActor).options(num_cpus=0, scheduling_strategy=here).remote(

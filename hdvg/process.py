@@ -83,7 +83,8 @@ def packet_times(path: Path, info: VideoInfo) -> np.ndarray:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            pts = [p.pts for p in container.demux(stream) if p.size]
+            # packets flagged discard (edit lists trimming the start) never become frames
+            pts = [p.pts for p in container.demux(stream) if p.size and not p.is_discard]
             base = float(stream.time_base)
     except av.FFmpegError as exc:
         raise DecodeError(f"undemuxable video: {exc}") from None
@@ -121,7 +122,9 @@ def _cut(item: WorkItem, fetched: Fetched, info: VideoInfo, planned: list[Planne
                 "start_frame": c.span.start, "end_frame": c.span.end,
                 "start_time": round(float(times[c.span.start]), 6), "end_time": round(end_time, 6),
                 "fps": info.fps, "width": c.width, "height": c.height, "num_frames": c.span.num_frames,
-                "caption": p.caption if captioner else None, "captioner": captioner,
+                # a released scene without a caption is left for the captioner
+                "caption": p.caption if captioner else None,
+                "captioner": captioner if captioner and p.caption is not None else None,
                 **{f: fetched.meta.get(f) for f in SOURCE_META_FIELDS},
             }
             samples.append(ClipSample(meta=meta, jpg=c.keyframe.read_bytes(), mp4=c.path.read_bytes()))
@@ -183,9 +186,9 @@ def process_video(item: WorkItem, cfg: CurateConfig, scratch: str | Path | None 
         result = VideoResult(video_row(item, STATUS_FAILED, f"input: {item.problem}"))
         result.row["wall_s"] = 0.0
         return result
-    work = Path(tempfile.mkdtemp(prefix="hdvg-", dir=scratch))
-    info, fetched = None, None
+    work, info, fetched = None, None, None
     try:
+        work = Path(tempfile.mkdtemp(prefix="hdvg-", dir=scratch))
         fetched = fetch(item, work, cfg.source)
         info = probe(fetched.path)
         plan = _rebuild if item.scenes else _detected
@@ -194,13 +197,14 @@ def process_video(item: WorkItem, cfg: CurateConfig, scratch: str | Path | None 
         stage = "download" if exc.classification else "fetch"
         result = VideoResult(video_row(item, STATUS_FAILED, f"{stage}: {exc}", attempts=exc.attempts))
     except (ProbeError, DecodeError, CutError) as exc:
-        stage = {ProbeError: "probe", DecodeError: "decode", CutError: "cut"}[type(exc)]
+        stage = "probe" if isinstance(exc, ProbeError) else "decode" if isinstance(exc, DecodeError) else "cut"
         result = VideoResult(video_row(item, STATUS_FAILED, f"{stage}: {exc}", info, fetched=fetched))
     except Exception as exc:  # a bug or an unforeseen input must not end the job: record it, log the trace
         log.error("video %s: %s", item.video_id, traceback.format_exc())
         result = VideoResult(video_row(item, STATUS_FAILED, f"internal error: {type(exc).__name__}: {exc}",
                                        info, fetched=fetched))
     finally:
-        shutil.rmtree(work, ignore_errors=True)  # downloads and cut files alike: bounded scratch
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)  # downloads and cut files alike: bounded scratch
     result.row["wall_s"] = round(time.monotonic() - started, 3)
     return result

@@ -25,6 +25,7 @@ import webdataset as wds
 from hdvg.captioning import build_captioner, build_preprocessor, caption_stream, resolve_captioner
 from hdvg.config import CaptionConfig, ConfigError
 from hdvg.contract import SHARDS_DIR, VIDEOS_DIR, clip_id_of_key
+from hdvg.storage import is_remote
 
 CAPTIONS_DIR = "captions"
 RECAPTION_SCHEMA = pa.schema([
@@ -62,17 +63,21 @@ def recaption(out: str | Path, cfg: CaptionConfig, name: str | None = None, writ
               max_shards: int | None = None) -> dict:
     """Caption every committed shard of `out` not yet done under OUT/captions/<name>; returns a summary.
     `max_shards` stops after that many newly committed shards (a partial pass, resumed by a rerun)."""
+    if is_remote(str(out)):
+        raise ConfigError(f"invalid configuration:\n  out: hdvg caption works on a local OUT, got {out}")
     out = Path(out)
     if cfg.name == "none":
         raise ConfigError("invalid configuration:\n  captioner.name: re-captioning needs a model, not 'none'")
     spec = resolve_captioner(cfg.model_copy(update={"on_missing_weights": "fail"}))  # fails before any work
     name = name or default_run_name(cfg)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+        raise ConfigError(f"invalid configuration:\n  name: {name!r} must be a plain folder name")
     dest = out / CAPTIONS_DIR / name
     tmp = dest / "_tmp"
     shutil.rmtree(tmp, ignore_errors=True)  # residue of a killed pass
     tmp.mkdir(parents=True)
     run_file = dest / "run.json"
-    settings = {"captioner": spec.name, **_settings(cfg)}
+    settings = {"captioner": spec.name, "shards": write_shards, **_settings(cfg)}
     if run_file.exists() and json.loads(run_file.read_text()) != settings:
         raise ConfigError(f"invalid configuration:\n  captioner: {dest} holds captions made with other settings "
                           f"({run_file}); choose another --name")

@@ -19,12 +19,13 @@ import webdataset as wds
 
 from hdvg.storage import Store
 
-from hdvg.contract import (CLIP_FIELDS, INDEX_DIR, INDEX_SCHEMA, SHARDS_DIR, STATS_FILE, STATUS_OK, VIDEO_SCHEMA,
-                           VIDEOS_DIR, clip_key, shard_name)
+from hdvg.contract import (CLIP_FIELDS, INDEX_DIR, INDEX_SCHEMA, SHARDS_DIR, STATS_FILE, STATUS_FAILED, STATUS_OK,
+                           VIDEO_SCHEMA, VIDEOS_DIR, clip_key, shard_name)
 
 
-def recover(out: str | Path | Store) -> tuple[set[str], int]:
-    """Remove the residue of an interrupted run; return (video ids already done, next shard number)."""
+def recover(out: str | Path | Store, retry_failed: bool = False) -> tuple[set[str], int]:
+    """Remove the residue of an interrupted run; return (video ids already done, next shard number).
+    With `retry_failed`, videos that have only failed rows (rate limits, lost workers, ...) are not done."""
     store = out if isinstance(out, Store) else Store(out)
     store.clear_scratch()
     store.makedirs(SHARDS_DIR, INDEX_DIR, VIDEOS_DIR)
@@ -33,20 +34,20 @@ def recover(out: str | Path | Store) -> tuple[set[str], int]:
         for name in store.list(folder):
             if not name.endswith(ext) or name.removesuffix(ext) not in committed:
                 store.delete(folder, name)  # an uncommitted part (crash between publishes) or a stray file
-    table = store.read_table(VIDEOS_DIR, columns=["video_id"])
-    done = set(table.column("video_id").to_pylist()) if table is not None else set()
+    table = store.read_table(VIDEOS_DIR, columns=["video_id", "status"])
+    rows = table.to_pylist() if table is not None else []
+    done = {r["video_id"] for r in rows if not retry_failed or r["status"] != STATUS_FAILED}
     numbers = [int(s) for s in committed if s.isdigit()]
     return done, (max(numbers) + 1 if numbers else 0)
 
 
 class ShardWriter:
     """Streams samples of whole videos into a temporary tar and commits it once it holds at least
-    `samples_per_shard` samples. Shard numbers are `first, first + step, ...` so that several writers
-    can share one OUT."""
+    `samples_per_shard` samples, as shards `first, first + 1, ...`. One job writes an OUT at a time."""
 
-    def __init__(self, out: str | Path, samples_per_shard: int, first: int = 0, step: int = 1):
+    def __init__(self, out: str | Path, samples_per_shard: int, first: int = 0):
         self.store = Store(out)
-        self.samples_per_shard, self.number, self.step = samples_per_shard, first, step
+        self.samples_per_shard, self.number = samples_per_shard, first
         self.scratch = self.store.scratch()
         self._tar: wds.TarWriter | None = None
         self._index: list[dict] = []
@@ -85,7 +86,7 @@ class ShardWriter:
             self.store.publish(self._tmp(".index.parquet"), INDEX_DIR, f"{name}.parquet")
         self.store.publish(self._tmp(".videos.parquet"), VIDEOS_DIR, f"{name}.parquet")  # commit marker
         self._tar, self._index, self._videos = None, [], []
-        self.number += self.step
+        self.number += 1
         self.committed.append(name)
         return name
 
@@ -109,7 +110,8 @@ def read_videos(out: str | Path | Store) -> list[dict]:
 def write_stats(out: str | Path, run: dict) -> dict:
     """Totals over every committed part (so they stay right across resumed runs), plus this run's figures."""
     store = Store(out)
-    rows = read_videos(store)
+    latest = {r["video_id"]: r for r in read_videos(store)}  # parts in shard order: a retried video's last row
+    rows = list(latest.values())
     by_status = Counter(r["status"] for r in rows)
     reasons = Counter(f"{r['status']}: {r['reason']}" for r in rows if r["status"] != STATUS_OK)
     stats = {

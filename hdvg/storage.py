@@ -7,6 +7,8 @@ GOOGLE_APPLICATION_CREDENTIALS, ...) and are never written anywhere by hdvg.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -26,8 +28,11 @@ def is_remote(uri: str) -> bool:
 class Store:
     """OUT as a pyarrow filesystem plus a root path; names below it are '/'-joined."""
 
-    def __init__(self, uri: str | Path):
+    def __init__(self, uri: str | Path, scratch_dir: str | None = None):
         uri = str(uri)
+        # the local staging folder of a remote OUT: one per OUT, so a rerun clears what a crash left
+        digest = hashlib.sha1(uri.encode()).hexdigest()[:12]
+        self._staging = Path(scratch_dir or tempfile.gettempdir()) / f"hdvg-out-{digest}"
         if is_remote(uri):
             self.fs, self.root = pafs.FileSystem.from_uri(uri)
             self.local: Path | None = None
@@ -54,23 +59,31 @@ class Store:
 
     def scratch(self) -> Path:
         """A local folder for files being written: inside OUT when local (so publishing is a rename)."""
-        if self.local is not None:
-            d = self.local / TMP_DIR
-            d.mkdir(parents=True, exist_ok=True)
-            return d
-        return Path(tempfile.mkdtemp(prefix="hdvg-out-"))
+        d = self.local / TMP_DIR if self.local is not None else self._staging
+        d.mkdir(parents=True, exist_ok=True)
+        return d
 
     def clear_scratch(self) -> None:
-        if self.local is not None:
-            shutil.rmtree(self.local / TMP_DIR, ignore_errors=True)
+        shutil.rmtree(self.local / TMP_DIR if self.local is not None else self._staging, ignore_errors=True)
 
     def publish(self, local_file: Path, folder: str, name: str) -> None:
         """Move a finished local file to OUT/folder/name, atomically."""
         if self.local is not None:
             os.replace(local_file, self.local / folder / name)
             return
-        with local_file.open("rb") as src, self.fs.open_output_stream(self.path(folder, name)) as dst:
-            shutil.copyfileobj(src, dst, length=8 << 20)
+        path = self.path(folder, name)
+        dst = self.fs.open_output_stream(path)
+        try:
+            with local_file.open("rb") as src:
+                shutil.copyfileobj(src, dst, length=8 << 20)
+        except BaseException:
+            # closing an S3 stream completes the upload: remove the partial object it leaves
+            with contextlib.suppress(Exception):
+                dst.close()
+            with contextlib.suppress(Exception):
+                self.fs.delete_file(path)
+            raise
+        dst.close()
         local_file.unlink()
 
     def read_table(self, folder: str, columns: list[str] | None = None) -> pa.Table | None:
