@@ -146,7 +146,9 @@ def _error_text(exc: BaseException) -> str:
 
 
 def select_work(cfg: CurateConfig, done: set[str]) -> tuple[list[WorkItem], list[tuple[WorkItem, str]]]:
-    """Input items still to do, in input order, and duplicates to record as failed."""
+    """Input items still to do and duplicates to record as failed. Local files go largest first (longest
+    processing time first), so that a long video does not start last and leave cores idle at the end;
+    everything else keeps its input order."""
     todo, dupes, seen = [], [], set(done)
     for item in list_inputs(cfg.input, cfg.source):
         if item.video_id in done:
@@ -158,7 +160,12 @@ def select_work(cfg: CurateConfig, done: set[str]) -> tuple[list[WorkItem], list
         todo.append(item)
         if cfg.run.limit and len(todo) >= cfg.run.limit:
             break
-    return todo, dupes
+    return sorted(todo, key=_local_size, reverse=True), dupes
+
+
+def _local_size(item: WorkItem) -> int:
+    path = Path(item.source)
+    return path.stat().st_size if "://" not in item.source and path.is_file() else 0
 
 
 def run_curation(cfg: CurateConfig) -> dict:

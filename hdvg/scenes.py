@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 from hdvg.config import ClipConfig, DetectConfig
@@ -62,8 +63,12 @@ def detect_scenes(path: str | Path, cfg: DetectConfig) -> SceneScan:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # frame + slice threads: the decoder is most of the cost
+            if cfg.skip_loop_filter:  # a speed knob, off by default: without deblocking some cuts move
+                stream.codec_context.options = {"skip_loop_filter": "all"}
             rate = Fraction(stream.guessed_rate or stream.average_rate or 25)
             size = detection_size(stream.codec_context.width, stream.codec_context.height, cfg.detect_width)
+            # one reformatter for the whole video: VideoFrame.reformat builds a new swscale context per frame
+            reformatter = VideoReformatter()
             index, t0, timecode = 0, None, None
             for frame in container.decode(stream):
                 t = frame.time
@@ -76,8 +81,8 @@ def detect_scenes(path: str | Path, cfg: DetectConfig) -> SceneScan:
                     # One swscale call (no full-size BGR copy). Point sampling matches PySceneDetect's
                     # cv2 INTER_LINEAR resize at these factors: it reproduces the upstream goldens,
                     # where area or bilinear filtering turns slow fades into extra cuts.
-                    image = frame.reformat(width=size[0], height=size[1], format="bgr24",
-                                           interpolation="POINT").to_ndarray()
+                    image = reformatter.reformat(frame, width=size[0], height=size[1], format="bgr24",
+                                                 interpolation="POINT").to_ndarray()
                     timecode = FrameTimecode(index, fps=rate)
                     cuts += [c.frame_num for c in detector.process_frame(timecode, image)]
                 index += 1
