@@ -122,8 +122,8 @@ def _add_index(stats: DatasetStats, table: pa.Table) -> None:
         stats.categories.update(cats if cats else [UNKNOWN_CATEGORY])
 
 
-def _add_videos(stats: DatasetStats, table: pa.Table) -> None:
-    for row in table.to_pylist():
+def _add_videos(stats: DatasetStats, rows: list[dict]) -> None:
+    for row in rows:
         stats.videos += 1
         stats.videos_by_status[row["status"]] += 1
         stats.source_seconds += row["duration"] or 0.0
@@ -134,11 +134,15 @@ def _add_videos(stats: DatasetStats, table: pa.Table) -> None:
 def dataset_stats(out: str | Path) -> DatasetStats:
     """Statistics of OUT (a folder or an object-storage URI) from its committed index and video tables."""
     store, stats = Store(out), DatasetStats()
+    latest: dict[str, dict] = {}  # a video retried with --retry-failed counts by its last row
     for index, videos in committed_parts(store):
         if index is not None:
             _add_index(stats, pq.read_table(index, columns=["start_time", "end_time", "caption", "categories"],
                                             filesystem=store.fs))
-        _add_videos(stats, pq.read_table(videos, columns=["status", "reason", "duration"], filesystem=store.fs))
+        for row in pq.read_table(videos, columns=["video_id", "status", "reason", "duration"],
+                                 filesystem=store.fs).to_pylist():
+            latest[row["video_id"]] = row
+    _add_videos(stats, list(latest.values()))
     return stats
 
 
