@@ -52,9 +52,14 @@ def ray_head(tmp_path):
 
 def submit(address, env, *args, timeout=600):
     runtime_env = {"working_dir": str(ROOT), "excludes": [".venv", "data", ".git", "**/__pycache__"]}
-    return subprocess.run([RAY, "job", "submit", "--address", address, "--runtime-env-json",
-                           json.dumps(runtime_env), "--", sys.executable, "-m", "pipelines.curate", *args],
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    cmd = [RAY, "job", "submit", "--address", address, "--runtime-env-json", json.dumps(runtime_env), "--",
+           sys.executable, "-m", "pipelines.curate", *args]
+    for _ in range(30):  # a new head answers `job list` before its node's job agent has registered
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        if "No available agent to submit job" not in proc.stdout + proc.stderr:
+            return proc
+        time.sleep(2)
+    return proc
 
 
 def test_job_submit_runs_and_resubmit_resumes(ray_head, sample_videos, tmp_path):
