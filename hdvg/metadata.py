@@ -143,7 +143,11 @@ def hdvg_record(video_id: object, value: object) -> VideoRecord:
 def sniff(path: Path) -> str | None:
     """'hdvila' or 'hdvg' when the file's content is one of those formats, else None (a manifest)."""
     with path.open("rb") as f:
-        head = f.read(1 << 16)
+        return sniff_head(f.read(1 << 16), path.suffix)
+
+
+def sniff_head(head: bytes, suffix: str) -> str | None:
+    """`sniff` on the first 64 KiB of a file whose name ends in `suffix`."""
     first = head.lstrip()[:1]
     if first != b"{":
         return None
@@ -151,7 +155,7 @@ def sniff(path: Path) -> str | None:
     try:
         row = json.loads(line)
     except json.JSONDecodeError:  # an object spread over lines: the HD-VG json (json.dump with indent)
-        return "hdvg" if path.suffix.lower() == ".json" or b'"scene_split"' in head else None
+        return "hdvg" if suffix.lower() == ".json" or b'"scene_split"' in head else None
     if isinstance(row, dict) and isinstance(row.get("clip"), list):
         return "hdvila"
     if isinstance(row, dict) and row and all(isinstance(v, dict) and isinstance(v.get("clip"), dict)

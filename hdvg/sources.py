@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 from hdvg.config import SourceConfig
 from hdvg.download import DownloadFailed, RateLimiter, download
 from hdvg.metadata import (RELEASE_HDVG, HdvilaClip, ReleasedScene, VideoRecord, is_youtube_id, read_hdvg,
-                           read_hdvila, sniff)
+                           read_hdvila, sniff, sniff_head)
 from hdvg.storage import Store, is_remote
 
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".flv", ".m4v", ".ts", ".mts", ".mpg", ".mpeg",
@@ -141,8 +141,14 @@ def _all_items(root: Path, cfg: SourceConfig) -> Iterator[WorkItem]:
 
 def is_release_input(spec: str | Path) -> bool:
     """Whether `spec` is released metadata that carries its own captions (the HD-VG-130M json)."""
+    if is_remote(str(spec)):
+        store = Store(spec)
+        if store.fs.get_file_info(store.root).type != pafs.FileType.File:
+            return False
+        with store.fs.open_input_stream(store.root) as f:
+            return sniff_head(f.read(1 << 16), Path(store.root).suffix) == "hdvg"
     path = Path(spec)
-    return not is_remote(str(spec)) and path.is_file() and sniff(path) == "hdvg"
+    return path.is_file() and sniff(path) == "hdvg"
 
 
 def _remote_items(uri: str, cfg: SourceConfig) -> Iterator[WorkItem]:

@@ -80,6 +80,18 @@ def test_mirror_and_inputs_in_s3(s3_env, sample_videos, tmp_path):
     assert [i.video_id for i in list_inputs("s3://hdvg/mirror")] == ["dQw4w9WgXcQ"]
 
 
+def test_released_metadata_in_s3_is_recognised_before_start_up(s3_env, tmp_path):
+    from hdvg.sources import is_release_input
+    from tests.conftest import shared_file
+
+    upload(shared_file("metadata/hd-vg-130m/filtrain__metafiles__hdvg_batch_0-1@37fb225.json"),
+           "s3://hdvg/meta/hdvg_0.json")
+    assert is_release_input("s3://hdvg/meta/hdvg_0.json")  # a rebuild keeps its captions: no weights needed
+    (tmp_path / "list.txt").write_text("a.mp4\n")
+    upload(tmp_path / "list.txt", "s3://hdvg/meta/list.txt")
+    assert not is_release_input("s3://hdvg/meta/list.txt") and not is_release_input("s3://hdvg/meta")
+
+
 def test_job_reads_and_writes_s3_and_resumes(s3_env, sample_videos, tmp_path):
     for video in sorted(sample_videos.glob("*.mp4")):
         upload(video, f"s3://hdvg/in/{video.name}")
