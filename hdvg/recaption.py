@@ -24,8 +24,9 @@ import webdataset as wds
 
 from hdvg.captioning import build_captioner, build_preprocessor, caption_stream, resolve_captioner
 from hdvg.config import CaptionConfig, ConfigError
-from hdvg.contract import SHARDS_DIR, VIDEOS_DIR, clip_id_of_key
-from hdvg.storage import is_remote
+from hdvg.contract import SHARDS_DIR, clip_id_of_key
+from hdvg.shards import committed_names
+from hdvg.storage import Store, is_remote
 
 CAPTIONS_DIR = "captions"
 RECAPTION_SCHEMA = pa.schema([
@@ -51,7 +52,7 @@ def read_shard(tar: Path) -> list[dict]:
 
 def committed_shards(out: Path) -> list[Path]:
     """Tars of OUT whose videos part exists, i.e. those the curation job committed."""
-    return [p for p in sorted((out / SHARDS_DIR).glob("*.tar")) if (out / VIDEOS_DIR / f"{p.stem}.parquet").exists()]
+    return [p for p in (out / SHARDS_DIR / f"{n}.tar" for n in committed_names(Store(out))) if p.exists()]
 
 
 def _settings(cfg: CaptionConfig) -> dict:

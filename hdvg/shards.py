@@ -23,13 +23,18 @@ from hdvg.contract import (CLIP_FIELDS, INDEX_DIR, INDEX_SCHEMA, SHARDS_DIR, STA
                            VIDEO_SCHEMA, VIDEOS_DIR, clip_key, shard_name)
 
 
+def committed_names(store: Store) -> list[str]:
+    """Names (NNNNNN) of the committed parts of OUT, in order: those with their `videos/` commit marker."""
+    return sorted(n.removesuffix(".parquet") for n in store.list(VIDEOS_DIR) if n.endswith(".parquet"))
+
+
 def recover(out: str | Path | Store, retry_failed: bool = False) -> tuple[set[str], int]:
     """Remove the residue of an interrupted run; return (video ids already done, next shard number).
     With `retry_failed`, videos that have only failed rows (rate limits, lost workers, ...) are not done."""
     store = out if isinstance(out, Store) else Store(out)
     store.clear_scratch()
     store.makedirs(SHARDS_DIR, INDEX_DIR, VIDEOS_DIR)
-    committed = {n.removesuffix(".parquet") for n in store.list(VIDEOS_DIR) if n.endswith(".parquet")}
+    committed = set(committed_names(store))
     for folder, ext in ((SHARDS_DIR, ".tar"), (INDEX_DIR, ".parquet")):
         for name in store.list(folder):
             if not name.endswith(ext) or name.removesuffix(ext) not in committed:

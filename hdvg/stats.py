@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hdvg.contract import INDEX_DIR, STATUS_OK, VIDEOS_DIR
+from hdvg.shards import committed_names
 from hdvg.storage import Store
 
 UNKNOWN_CATEGORY = "unknown"  # clips whose source carries no category (local files, bare URLs)
@@ -98,12 +99,13 @@ def failure_class(status: str, reason: str | None) -> str:
 
 def committed_parts(store: Store) -> list[tuple[str | None, str]]:
     """(index file or None, videos file) of every committed shard of OUT, in shard order."""
-    videos = [n for n in store.list(VIDEOS_DIR) if n.endswith(".parquet")]
-    if not videos:
+    names = committed_names(store)
+    if not names:
         raise ValueError(f"{store.uri} has no committed {VIDEOS_DIR}/ parts: not a curated OUT")
     indexes = set(store.list(INDEX_DIR))
     # a shard of only failed videos has no index part
-    return [(store.path(INDEX_DIR, v) if v in indexes else None, store.path(VIDEOS_DIR, v)) for v in videos]
+    return [(store.path(INDEX_DIR, f"{n}.parquet") if f"{n}.parquet" in indexes else None,
+             store.path(VIDEOS_DIR, f"{n}.parquet")) for n in names]
 
 
 def _add_index(stats: DatasetStats, table: pa.Table) -> None:
