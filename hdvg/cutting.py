@@ -1,21 +1,36 @@
-"""`cut_clips`: frame-exact H.264 clips of a source video, all clips and their centre keyframes in one
-ffmpeg process (one decode of the source, one x264 encoder).
+"""`cut_video`: one decode of a source video feeds the scene detector and the clip encoders; it returns the
+video's cuts and its frame-exact H.264 clips, each with its centre keyframe.
 
-How it stays frame-exact: `select` keeps exactly the frames of the spans (decoded-frame numbers, the
-numbering of `detect_scenes`), the encoder is forced to start an IDR frame at each span start, and the
-segment muxer splits the stream at exactly those frames. Nothing seeks, so no clip starts at a nearby
-keyframe instead of its first frame; each clip's frame count is then verified by demuxing it.
+How it stays frame-exact without seeking: frames are numbered as decoded (the numbering of
+`hdvg.scenes`); each clip is its own x264 encoder and MP4, opened at the clip's first frame (so the clip
+starts with an IDR frame that is that frame) and closed after its last one. The detector decides a cut a
+few frames late (`SceneFinder.lag`), so frames wait in a short queue until every cut up to them is known,
+then go to the encoder of the clip they belong to (`ClipPlan.clip_start`). With the cuts known at the
+end, the plan's final spans keep the clips they name (a scene shorter than the minimum is dropped then).
+
+The encoders run in their own thread: x264 and the muxer release the GIL, so decoding, detection and
+scaling (this thread) overlap with encoding, and the video is decoded once instead of once to detect and
+once to cut.
 """
 from __future__ import annotations
 
-import subprocess
+import queue
+import threading
+from bisect import bisect_right, insort
+from collections import deque
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
-from hdvg.config import EncodeConfig
-from hdvg.keyframes import centre_frame, keyframe_filter, keyframe_output_args
-from hdvg.probe import ProbeError, VideoInfo, run_ffprobe
-from hdvg.scenes import Span
+import av
+from av.filter import Graph
+from av.video.reformatter import VideoReformatter
+
+from hdvg.config import ClipConfig, DetectConfig, EncodeConfig
+from hdvg.keyframes import extract_keyframes
+from hdvg.probe import VideoInfo, run_ffprobe
+from hdvg.scenes import DecodedVideo, SceneFinder, SceneScan, Span, clip_length_limits, scan_of, scene_spans
 
 
 class CutError(Exception):
@@ -26,7 +41,7 @@ class CutError(Exception):
 class CutClip:
     span: Span
     path: Path        # the clip's MP4
-    keyframe: Path    # its centre frame, JPEG
+    keyframe: bytes   # its centre frame, JPEG
     width: int
     height: int
 
@@ -37,65 +52,255 @@ def clip_size(width: int, height: int, max_short_side: int) -> tuple[int, int]:
     return max(2, 2 * round(width * scale / 2)), max(2, 2 * round(height * scale / 2))
 
 
-def _ranges_expr(spans: list[Span]) -> str:
-    merged: list[list[int]] = []
-    for s in spans:  # adjacent spans (a long scene split in parts) become one range
-        if merged and merged[-1][1] == s.start:
-            merged[-1][1] = s.end
-        else:
-            merged.append([s.start, s.end])
-    return "+".join(f"between(n\\,{a}\\,{b - 1})" for a, b in merged)
+class ClipPlan(Protocol):
+    def clip_start(self, frame: int, cuts: list[int]) -> int | None:
+        """First frame of the clip that frame `frame` goes to, knowing every cut up to it (None: no clip)."""
+
+    def spans(self, cuts: list[int], num_frames: int) -> list[Span]:
+        """The clips to keep, once the video's cuts and length are known."""
+
+
+class FixedSpans:
+    """Known spans (sorted, non-overlapping), e.g. the released scenes of HD-VG-130M."""
+
+    def __init__(self, spans: list[Span]):
+        self._spans, self._starts = spans, [s.start for s in spans]
+
+    def clip_start(self, frame: int, cuts: list[int]) -> int | None:
+        k = bisect_right(self._starts, frame) - 1
+        return self._starts[k] if k >= 0 and frame < self._spans[k].end else None
+
+    def spans(self, cuts: list[int], num_frames: int) -> list[Span]:
+        return self._spans
+
+
+class SceneClips:
+    """The clips of the scenes the detector finds (`scene_spans`), in `regions` (sorted, disjoint; unset:
+    the whole video). Every clip starts at a cut, a region start, or `max_clip_seconds` after a clip start,
+    so it can start encoding before its scene's end is known."""
+
+    def __init__(self, cfg: ClipConfig, fps: float, regions: list[Span] | None = None):
+        self.cfg, self.fps, self.regions = cfg, fps, regions
+        self.max_len = clip_length_limits(fps, cfg)[1]
+        self._region_starts = [r.start for r in regions or []]
+
+    def _region(self, frame: int) -> Span | None:
+        if self.regions is None:
+            return Span(0, frame + 1)
+        k = bisect_right(self._region_starts, frame) - 1
+        return self.regions[k] if k >= 0 and frame < self.regions[k].end else None
+
+    def clip_start(self, frame: int, cuts: list[int]) -> int | None:
+        region = self._region(frame)
+        if region is None:
+            return None
+        k = bisect_right(cuts, frame) - 1
+        scene = max(region.start, cuts[k] if k >= 0 else 0)
+        return scene + (frame - scene) // self.max_len * self.max_len
+
+    def spans(self, cuts: list[int], num_frames: int) -> list[Span]:
+        if self.regions is None:
+            return scene_spans(cuts, num_frames, self.fps, self.cfg)
+        spans = []
+        for r in self.regions:
+            end = min(r.end, num_frames)
+            inside = [c - r.start for c in cuts if r.start < c < end]
+            spans += [Span(r.start + s.start, r.start + s.end)
+                      for s in scene_spans(inside, end - r.start, self.fps, self.cfg)]
+        return spans
+
+
+def rotation_filters(rotation: int) -> list[tuple[str, str]]:
+    """Filters showing the picture as players do (ffmpeg's autorotate): `rotation` is probe's
+    display-matrix angle (counter-clockwise degrees, 0/90/180/270)."""
+    return {90: [("transpose", "cclock")], 180: [("hflip", ""), ("vflip", "")],
+            270: [("transpose", "clock")]}.get(rotation, [])
+
+
+class FrameScaler:
+    """Decoded frame -> clip frame: rotation applied, scaled (bicubic, square pixels) to the clip size,
+    yuv420p. Scaling is one swscale call through a reformatter kept for the whole video (a filter graph
+    costs 60% more per frame); rotated sources also go through a transpose/flip filter graph first."""
+
+    def __init__(self, width: int, height: int, rotation: int, time_base: Fraction):
+        self.width, self.height, self.time_base = width, height, time_base
+        self.rotate = rotation_filters(rotation)
+        self.reformatter = VideoReformatter()
+        self.key, self.graph = None, None
+
+    def _rotated(self, frame: av.VideoFrame) -> av.VideoFrame:
+        key = (frame.width, frame.height, frame.format.name)
+        if key != self.key:  # (re)built if the stream changes size or format mid-way
+            graph = Graph()
+            nodes = [graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
+                                      time_base=self.time_base)]
+            nodes += [graph.add(name, args) for name, args in self.rotate]
+            nodes.append(graph.add("buffersink"))
+            graph.link_nodes(*nodes).configure()
+            self.graph, self.key = graph, key
+        self.graph.vpush(frame)
+        return self.graph.vpull()
+
+    def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
+        if self.rotate:
+            frame = self._rotated(frame)
+        # threads=1: scaling runs beside the decoder's and x264's threads, where slices cost more
+        return self.reformatter.reformat(frame, width=self.width, height=self.height, format="yuv420p",
+                                         interpolation="BICUBIC", threads=1)
+
+
+class ClipEncoders(threading.Thread):
+    """Encodes clips one after another in a thread of its own: `open` a clip, send its frames, `close`.
+    Frames keep their source timestamps, shifted to start at 0 (VFR stays VFR)."""
+
+    def __init__(self, cfg: EncodeConfig, size: tuple[int, int], rate: Fraction, time_base: Fraction):
+        super().__init__(daemon=True)
+        self.cfg, self.size, self.rate, self.time_base = cfg, size, rate, time_base
+        self.frames_written: dict[Path, int] = {}
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=8)  # bounds the scaled frames waiting in memory
+        self.start()
+
+    def _put(self, item) -> None:
+        if self.error is not None:
+            raise CutError(f"encoding failed: {self.error}")
+        self._queue.put(item)
+
+    def open(self, path: Path) -> None:
+        self._put(("open", path))
+
+    def send(self, frame: av.VideoFrame, pts: int) -> None:
+        self._put(("frame", (frame, pts)))
+
+    def close(self) -> None:
+        self._put(("close", None))
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self.join()
+        if self.error is not None:
+            raise CutError(f"encoding failed: {self.error}")
+
+    def run(self) -> None:
+        out = stream = path = None
+        first = last = 0
+        while (item := self._queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain: the producer sees the error at its next call
+            op, arg = item
+            try:
+                if op == "open":
+                    path = arg
+                    out = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
+                    stream = out.add_stream("libx264", rate=self.rate)
+                    stream.width, stream.height = self.size
+                    stream.pix_fmt = "yuv420p"
+                    stream.codec_context.sample_aspect_ratio = Fraction(1, 1)
+                    stream.time_base = stream.codec_context.time_base = self.time_base
+                    stream.codec_context.thread_count = self.cfg.ffmpeg_threads
+                    stream.options = {"preset": self.cfg.preset, "crf": str(self.cfg.crf)}
+                    self.frames_written[path], first, last = 0, None, None
+                elif op == "frame":
+                    frame, pts = arg
+                    first = pts if first is None else first
+                    # strictly increasing: a broken source timestamp must not stop the encoder
+                    frame.pts = pts - first if last is None else max(pts - first, last + 1)
+                    frame.time_base, last = self.time_base, frame.pts
+                    self._mux(out, stream.encode(frame), path)
+                else:
+                    self._mux(out, stream.encode(None), path)
+                    out.close()
+                    out = None
+            except Exception as exc:  # noqa: BLE001 - re-raised in the producer's thread
+                self.error = exc
+                if out is not None:
+                    out.close()
+
+    def _mux(self, out, packets, path: Path) -> None:
+        for packet in packets:
+            out.mux(packet)
+            self.frames_written[path] += 1
+
+
+def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | Path, cfg: EncodeConfig,
+              detect: DetectConfig | None = None) -> tuple[SceneScan, list[CutClip]]:
+    """Decode `src` once; detect its cuts (if `detect`) and cut the clips of `plan` into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    size = clip_size(info.width, info.height, cfg.max_short_side)
+    cuts: list[int] = []
+    times: list[float] = []
+    encoded: dict[int, Span] = {}   # clip start -> the frames its MP4 holds
+    with DecodedVideo(src, detect.skip_loop_filter if detect else False) as video:
+        finder = SceneFinder(detect, video.rate) if detect else None
+        scaler = FrameScaler(*size, info.rotation, video.time_base)
+        encoders = ClipEncoders(cfg, size, video.rate, video.time_base)
+        tick = 1 / (video.rate * video.time_base)  # timestamp step of a frame without one
+        waiting: deque = deque()  # (frame number, frame): frames whose clip is not decided yet
+        current: int | None = None
+        committed = 0  # frames handed to their clip (or skipped): their cuts must all be known
+
+        def commit(index: int, frame: av.VideoFrame) -> None:
+            nonlocal current, committed
+            start = plan.clip_start(index, cuts)
+            if start != current:
+                if current is not None:
+                    encoders.close()
+                if start is not None:
+                    encoders.open(out / f"clip_{start:09d}.mp4")
+                    encoded[start] = Span(start, start)
+                current = start
+            if start is not None:
+                encoders.send(scaler(frame), frame.pts if frame.pts is not None else round(index * tick))
+                encoded[start] = Span(start, index + 1)
+            committed = index + 1
+
+        def add_cuts(found: list[int]) -> None:
+            for c in found:
+                if c < committed:  # cannot happen within the detector's documented lag
+                    raise CutError(f"the detector decided the cut at frame {c} after the frame was encoded "
+                                   f"(lag {finder.lag})")
+                insort(cuts, c)
+
+        try:
+            for index, frame, t in video:
+                times.append(t)
+                if finder:
+                    add_cuts(finder.push(index, frame))
+                waiting.append((index, frame))
+                while len(waiting) > (finder.lag if finder else 0):
+                    commit(*waiting.popleft())
+            if finder:
+                add_cuts(finder.finish())
+            while waiting:
+                commit(*waiting.popleft())
+            if current is not None:
+                encoders.close()
+        finally:
+            encoders.finish()
+    scan = scan_of(cuts, times)
+    clips = []
+    for span in plan.spans(scan.cuts, scan.num_frames):
+        path = out / f"clip_{span.start:09d}.mp4"
+        if encoded.get(span.start) != span:
+            got = encoded.get(span.start, Span(span.start, span.start))
+            raise CutError(f"clip {span.start}..{span.end} has {got.num_frames} frames, expected {span.num_frames}")
+        if encoders.frames_written.get(path) != span.num_frames:
+            raise CutError(f"clip {span.start}..{span.end}: {encoders.frames_written.get(path, 0)} frames written, "
+                           f"expected {span.num_frames}")
+        clips.append(CutClip(span=span, path=path, keyframe=extract_keyframes(path, [span.num_frames // 2])[0],
+                             width=size[0], height=size[1]))
+    kept = {c.path for c in clips}
+    for path in out.glob("clip_*.mp4"):  # candidates the final plan dropped (scenes too short)
+        if path not in kept:
+            path.unlink()
+    return scan, clips
 
 
 def cut_clips(src: str | Path, info: VideoInfo, spans: list[Span], out_dir: str | Path,
               cfg: EncodeConfig) -> list[CutClip]:
-    """Cut `spans` (sorted, non-overlapping) of `src` into `out_dir`/clip_NNNNNN.mp4 + keyframe JPEGs."""
-    if not spans:
-        return []
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    width, height = clip_size(info.width, info.height, cfg.max_short_side)
-    # output frame number at which each clip starts, once the frames between spans are dropped
-    starts, total = [], 0
-    for s in spans:
-        starts.append(total)
-        total += s.num_frames
-    graph = (f"[0:v]split=2[a][b];"
-             f"[a]select='{_ranges_expr(spans)}',scale={width}:{height}:flags=bicubic,setsar=1,"
-             f"format=yuv420p[clips];"
-             f"[b]{keyframe_filter([centre_frame(s) for s in spans], width, height)}[keys]")
-    force = "+".join(f"eq(n,{n})" for n in starts)  # an option, not a filtergraph: no escaping
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-threads", str(cfg.ffmpeg_threads), "-i", str(src),
-           "-filter_complex", graph,
-           "-map", "[clips]", "-fps_mode", "passthrough", "-an", "-sn", "-dn",
-           "-c:v", "libx264", "-preset", cfg.preset, "-crf", str(cfg.crf), "-pix_fmt", "yuv420p",
-           "-threads", str(cfg.ffmpeg_threads), "-force_key_frames", f"expr:{force}", "-forced-idr", "1",
-           "-f", "segment", "-segment_format", "mp4", "-segment_format_options", "movflags=+faststart",
-           "-reset_timestamps", "1", "-segment_start_number", "0",
-           # split before each clip's first frame; `total` (never reached) keeps a single clip whole
-           "-segment_frames", ",".join(map(str, starts[1:] or [total])),
-           str(out / "clip_%06d.mp4"),
-           *keyframe_output_args("keys", str(out / "key_%06d.jpg"))]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=cfg.timeout_s)
-    except subprocess.TimeoutExpired:
-        raise CutError(f"ffmpeg cutting timed out after {cfg.timeout_s:.0f} s") from None
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()
-        raise CutError(f"ffmpeg cutting failed: {tail[-1] if tail else proc.returncode}")
-    clips = []
-    for i, span in enumerate(spans):
-        path, key = out / f"clip_{i:06d}.mp4", out / f"key_{i:06d}.jpg"
-        if not path.exists() or not key.exists():
-            raise CutError(f"ffmpeg produced {len(list(out.glob('clip_*.mp4')))} clips for {len(spans)} spans")
-        try:
-            got = count_frames(path)
-        except ProbeError as exc:
-            raise CutError(f"clip {i} is unreadable: {exc}") from None
-        if got != span.num_frames:
-            raise CutError(f"clip {i} ({span.start}..{span.end}) has {got} frames, expected {span.num_frames}")
-        clips.append(CutClip(span=span, path=path, keyframe=key, width=width, height=height))
-    return clips
+    """Cut known `spans` (sorted, non-overlapping) of `src`: `cut_video` with a fixed plan."""
+    return cut_video(src, info, FixedSpans(spans), out_dir, cfg)[1] if spans else []
 
 
 def count_frames(path: str | Path) -> int:

@@ -1,17 +1,20 @@
-"""`extract_keyframes`: the exact centre frame of each clip, as JPEG.
+"""`extract_keyframes`: decoded frames of a video, by number, as JPEG; the centre frame of each clip is its
+keyframe (what the captioner sees).
 
-The centre frame is selected by decoded-frame number (`select=eq(n\\,I)`), never by seeking, so it is
-the frame itself and not the nearest keyframe after a seek. `cut_clips` grabs the centre frames in the
-same ffmpeg pass that cuts the clips (one decode); `extract_keyframes` runs the same selection alone, for
-a clip or source file that already exists.
+Frames are found by decoding and counting, never by seeking, so a keyframe is the frame itself and not
+the nearest keyframe after a seek. `cut_video` takes each clip's centre frame from the clip it has just
+encoded (the clip's end, hence its centre, is known only once its scene has ended).
 """
 from __future__ import annotations
 
-import subprocess
-import tempfile
+import io
 from pathlib import Path
 
-from hdvg.scenes import Span
+import av
+
+from hdvg.scenes import DecodedVideo, Span
+
+JPEG_QUALITY = 95
 
 
 def centre_frame(span: Span) -> int:
@@ -19,32 +22,23 @@ def centre_frame(span: Span) -> int:
     return span.start + span.num_frames // 2
 
 
-def select_frames_expr(frames: list[int]) -> str:
-    """ffmpeg `select` expression true exactly on decoded frames `frames`."""
-    return "+".join(f"eq(n\\,{f})" for f in frames)
+def jpeg(frame: av.VideoFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_image().save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
 
 
-def keyframe_filter(frames: list[int], width: int, height: int) -> str:
-    """Filter chain selecting `frames` and scaling them to the clip size (rotation is applied by ffmpeg)."""
-    return f"select='{select_frames_expr(frames)}',scale={width}:{height}:flags=bicubic,setsar=1"
-
-
-def keyframe_output_args(label: str, pattern: str) -> list[str]:
-    """ffmpeg output options writing the selected frames of `label` as numbered JPEGs from 0."""
-    return ["-map", f"[{label}]", "-fps_mode", "passthrough", "-q:v", "2", "-start_number", "0",
-            "-f", "image2", pattern]
-
-
-def extract_keyframes(path: str | Path, frames: list[int], width: int, height: int,
-                      timeout: float = 600.0) -> list[bytes]:
-    """JPEG bytes of decoded frames `frames` of `path` (in the order of `frames`, which must be sorted)."""
-    with tempfile.TemporaryDirectory(prefix="hdvg-kf-") as tmp:
-        pattern = str(Path(tmp) / "kf_%06d.jpg")
-        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-filter_complex",
-               f"[0:v]{keyframe_filter(frames, width, height)}[k]", *keyframe_output_args("k", pattern)]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        files = sorted(Path(tmp).glob("kf_*.jpg"))
-        if out.returncode != 0 or len(files) != len(frames):
-            raise RuntimeError(f"keyframe extraction got {len(files)} of {len(frames)} frames: "
-                               f"{out.stderr.strip()[-300:]}")
-        return [f.read_bytes() for f in files]
+def extract_keyframes(path: str | Path, frames: list[int]) -> list[bytes]:
+    """JPEG bytes of decoded frames `frames` (sorted) of `path`, in that order; decoding stops after the
+    last one. Raises DecodeError if the video is undecodable or shorter."""
+    wanted, got = set(frames), {}
+    with DecodedVideo(path) as video:
+        for index, frame, _ in video:
+            if index in wanted:
+                got[index] = jpeg(frame)
+                if len(got) == len(wanted):
+                    break
+    missing = [f for f in frames if f not in got]
+    if missing:
+        raise ValueError(f"{Path(path).name} has no frame {missing[0]} ({video.decoded} frames)")
+    return [got[f] for f in frames]

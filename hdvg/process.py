@@ -25,11 +25,11 @@ import numpy as np
 
 from hdvg.config import CurateConfig
 from hdvg.contract import SOURCE_META_FIELDS, STATUS_FAILED, STATUS_FILTERED, STATUS_OK
-from hdvg.cutting import CutError, cut_clips
+from hdvg.cutting import CutClip, CutError, SceneClips, cut_clips, cut_video
 from hdvg.filtering import filter_video
 from hdvg.metadata import clip_frames, map_scene
 from hdvg.probe import ProbeError, VideoInfo, probe
-from hdvg.scenes import DecodeError, Span, detect_scenes, scene_spans
+from hdvg.scenes import DecodeError, Span
 from hdvg.sources import FetchError, Fetched, WorkItem, fetch
 
 log = logging.getLogger(__name__)
@@ -108,29 +108,27 @@ def _disjoint_groups(planned: list[PlannedClip]) -> list[list[PlannedClip]]:
     return groups
 
 
-def _cut(item: WorkItem, fetched: Fetched, info: VideoInfo, planned: list[PlannedClip], times: np.ndarray,
-         cfg: CurateConfig, work: Path, note: str | None = None) -> VideoResult:
+def _samples(item: WorkItem, fetched: Fetched, info: VideoInfo, cut: list[tuple[PlannedClip, CutClip]],
+             times: np.ndarray, cfg: CurateConfig) -> list[ClipSample]:
+    """The shard samples of a video's cut clips, in time order (their MP4s are read and may be deleted)."""
     captioner = item.release if item.release and not cfg.source.recaption else None
     end_of_video = float(times[-1]) + 1.0 / info.fps
     samples = []
-    for g, group in enumerate(_disjoint_groups(planned)):
-        cut = cut_clips(fetched.path, info, [p.span for p in group], work / f"clips{g}", cfg.encode)
-        for p, c in zip(group, cut):
-            end_time = float(times[c.span.end]) if c.span.end < len(times) else end_of_video
-            meta = {
-                "clip_id": p.clip_id, "video_id": item.video_id, "source": item.source,
-                "start_frame": c.span.start, "end_frame": c.span.end,
-                "start_time": round(float(times[c.span.start]), 6), "end_time": round(end_time, 6),
-                "fps": info.fps, "width": c.width, "height": c.height, "num_frames": c.span.num_frames,
-                # a released scene without a caption is left for the captioner
-                "caption": p.caption if captioner else None,
-                "captioner": captioner if captioner and p.caption is not None else None,
-                **{f: fetched.meta.get(f) for f in SOURCE_META_FIELDS},
-            }
-            samples.append(ClipSample(meta=meta, jpg=c.keyframe.read_bytes(), mp4=c.path.read_bytes()))
-        shutil.rmtree(work / f"clips{g}", ignore_errors=True)  # bytes are held: free the scratch early
+    for p, c in cut:
+        end_time = float(times[c.span.end]) if c.span.end < len(times) else end_of_video
+        meta = {
+            "clip_id": p.clip_id, "video_id": item.video_id, "source": item.source,
+            "start_frame": c.span.start, "end_frame": c.span.end,
+            "start_time": round(float(times[c.span.start]), 6), "end_time": round(end_time, 6),
+            "fps": info.fps, "width": c.width, "height": c.height, "num_frames": c.span.num_frames,
+            # a released scene without a caption is left for the captioner
+            "caption": p.caption if captioner else None,
+            "captioner": captioner if captioner and p.caption is not None else None,
+            **{f: fetched.meta.get(f) for f in SOURCE_META_FIELDS},
+        }
+        samples.append(ClipSample(meta=meta, jpg=c.keyframe, mp4=c.path.read_bytes()))
     samples.sort(key=lambda s: (s.meta["start_frame"], s.meta["end_frame"]))
-    return VideoResult(video_row(item, STATUS_OK, None, info, samples, fetched, note), samples)
+    return samples
 
 
 def _rebuild(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConfig, work: Path) -> VideoResult:
@@ -154,29 +152,41 @@ def _rebuild(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConfi
         return VideoResult(video_row(item, STATUS_FAILED, f"rebuild: none of the {len(mapped)} released "
                                      f"scenes lies inside the source ({len(times)} frames)", info,
                                      fetched=fetched, note=note))
-    return _cut(item, fetched, info, planned, times, cfg, work, note)
+    cut = []
+    for g, group in enumerate(_disjoint_groups(planned)):
+        clips = cut_clips(fetched.path, info, [p.span for p in group], work / f"clips{g}", cfg.encode)
+        cut += zip(group, clips)
+    samples = _samples(item, fetched, info, cut, times, cfg)
+    return VideoResult(video_row(item, STATUS_OK, None, info, samples, fetched, note), samples)
 
 
 def _detected(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConfig, work: Path) -> VideoResult:
     reason = filter_video(info, cfg.filter)
     if reason:
         return VideoResult(video_row(item, STATUS_FILTERED, reason, info, fetched=fetched))
-    scan = detect_scenes(fetched.path, cfg.detect)
-    if item.clips:  # scenes of each HD-VILA clip span: cuts inside it, lengths limited as everywhere
+    regions = None
+    if item.clips:  # detect inside the HD-VILA clip spans only; a span overlapping the one before is trimmed
+        times = packet_times(fetched.path, info)
+        regions, end = [], 0
+        for clip in sorted(item.clips, key=lambda c: c.start):
+            first, last = clip_frames(times, clip)
+            regions.append(Span(max(first, end), max(last, end)))
+            end = regions[-1].end
+    plan = SceneClips(cfg.clip, info.fps, regions)
+    scan, clips = cut_video(fetched.path, info, plan, work / "clips", cfg.encode, cfg.detect)
+    if item.clips:  # clip ids <vid>.<k>_<j>: the j-th clip inside HD-VILA clip k
         planned = []
-        for clip in item.clips:
-            first, end = clip_frames(scan.frame_times, clip)
-            inside = [c - first for c in scan.cuts if first < c < end]
-            planned += [PlannedClip(f"{item.video_id}.{clip.index}_{j}", Span(first + s.start, first + s.end))
-                        for j, s in enumerate(scene_spans(inside, end - first, info.fps, cfg.clip))]
+        for clip, region in zip(sorted(item.clips, key=lambda c: c.start), regions):
+            inside = [c for c in clips if region.start <= c.span.start < region.end]
+            planned += [PlannedClip(f"{item.video_id}.{clip.index}_{j}", c.span) for j, c in enumerate(inside)]
     else:
-        planned = [PlannedClip(clip_id_of(item.video_id, k), s)
-                   for k, s in enumerate(scene_spans(scan.cuts, scan.num_frames, info.fps, cfg.clip))]
+        planned = [PlannedClip(clip_id_of(item.video_id, k), c.span) for k, c in enumerate(clips)]
     if not planned:
         where = " inside the HD-VILA spans" if item.clips else ""
         return VideoResult(video_row(item, STATUS_FILTERED, f"no scene of at least "
                                      f"{cfg.clip.min_clip_seconds:g} s{where}", info, fetched=fetched))
-    return _cut(item, fetched, info, planned, scan.frame_times, cfg, work)
+    samples = _samples(item, fetched, info, list(zip(planned, clips)), scan.frame_times, cfg)
+    return VideoResult(video_row(item, STATUS_OK, None, info, samples, fetched), samples)
 
 
 def process_video(item: WorkItem, cfg: CurateConfig, scratch: str | Path | None = None) -> VideoResult:

@@ -1,11 +1,14 @@
-"""`detect_scenes` (PySceneDetect on one decode of the video) and `scene_spans` (scenes -> clip spans).
+"""Scene detection: `decoded_frames` (one PyAV decode of a video), `SceneFinder` (PySceneDetect's detector fed
+frame by frame), `detect_scenes` (the two together) and `scene_spans` (scenes -> clip spans).
 
-Frames are numbered as decoded, in presentation order, from 0: the same numbering as ffmpeg's
-`select=eq(n\\,I)`, which the cutter and every checker use. PySceneDetect's own VideoStream numbers VFR
-frames by timestamp x nominal rate instead, so we decode with PyAV ourselves and feed the detector.
+Frames are numbered as decoded, in presentation order, from 0: the numbering of the cutter, which runs the
+same decode (`hdvg.cutting`), and of every checker (`select=eq(n\\,I)` in ffmpeg). PySceneDetect's own
+VideoStream numbers VFR frames by timestamp x nominal rate instead, so we decode with PyAV ourselves and
+feed the detector.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -39,6 +42,47 @@ class Span:
         return self.end - self.start
 
 
+class DecodedVideo:
+    """The first video stream of `path`, decoded once: iterate for (frame number, frame, seconds since the
+    first frame). Any decoder error becomes a DecodeError naming the frame it happened at."""
+
+    def __init__(self, path: str | Path, skip_loop_filter: bool = False):
+        try:
+            self.container = av.open(str(path))
+            self.stream = self.container.streams.video[0]
+        except (av.FFmpegError, IndexError) as exc:
+            raise DecodeError(f"undecodable video: {exc}") from None
+        self.stream.thread_type = "AUTO"  # frame + slice threads: the decoder is most of the cost
+        if skip_loop_filter:
+            self.stream.codec_context.options = {"skip_loop_filter": "all"}
+        self.rate = Fraction(self.stream.guessed_rate or self.stream.average_rate or 25)
+        self.time_base = self.stream.time_base or 1 / self.rate
+        self.decoded = 0
+
+    def __iter__(self) -> Iterator[tuple[int, av.VideoFrame, float]]:
+        t0 = None
+        try:
+            for frame in self.container.decode(self.stream):
+                t = frame.time
+                if t is None:  # no timestamps: constant rate
+                    t = self.decoded / float(self.rate)
+                if t0 is None:
+                    t0 = t
+                yield self.decoded, frame, t - t0
+                self.decoded += 1
+        except av.FFmpegError as exc:
+            where = f" at frame {self.decoded}" if self.decoded else ""
+            raise DecodeError(f"undecodable video{where}: {exc}") from None
+        if not self.decoded:
+            raise DecodeError("video stream decodes to no frames")
+
+    def __enter__(self) -> "DecodedVideo":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.container.close()
+
+
 def make_detector(cfg: DetectConfig):
     if cfg.detector == "adaptive":
         return AdaptiveDetector(adaptive_threshold=cfg.adaptive_threshold, min_content_val=cfg.min_content_val,
@@ -54,54 +98,69 @@ def detection_size(width: int, height: int, target_width: int) -> tuple[int, int
     return int(width / factor), max(1, int(height / factor))
 
 
+class SceneFinder:
+    """PySceneDetect's detector fed one decoded frame at a time (`push`), then `finish`ed at the end.
+
+    A detector decides a cut a few frames after it (AdaptiveDetector compares each frame with a window
+    around it; ContentDetector's flash filter may hold a cut back by up to `min_scene_len`): `lag` bounds
+    that delay, so once frame n + lag has been pushed, every cut at or before n is known.
+    """
+
+    def __init__(self, cfg: DetectConfig, rate: Fraction):
+        self.cfg, self.rate = cfg, rate
+        self.detector = make_detector(cfg)
+        self.lag = (self.detector.event_buffer_length + 2) * (cfg.frame_skip + 1)
+        # one reformatter for the whole video: VideoFrame.reformat builds a new swscale context per frame
+        self.reformatter = VideoReformatter()
+        self.timecode: FrameTimecode | None = None
+
+    def push(self, index: int, frame: av.VideoFrame) -> list[int]:
+        """Analyse frame `index`; the cuts this frame let the detector decide (earlier frame numbers)."""
+        if self.cfg.frame_skip and index % (self.cfg.frame_skip + 1):
+            return []
+        width, height = detection_size(frame.width, frame.height, self.cfg.detect_width)
+        # One swscale call (no full-size BGR copy). Point sampling matches PySceneDetect's cv2
+        # INTER_LINEAR resize at these factors: it reproduces the upstream goldens, where area or
+        # bilinear filtering turns slow fades into extra cuts.
+        image = self.reformatter.reformat(frame, width=width, height=height, format="bgr24",
+                                          interpolation="POINT").to_ndarray()
+        self.timecode = FrameTimecode(index, fps=self.rate)
+        return [c.frame_num for c in self.detector.process_frame(self.timecode, image)]
+
+    def finish(self) -> list[int]:
+        """Cuts the detector still held back at the end of the video."""
+        return [c.frame_num for c in self.detector.post_process(self.timecode)] if self.timecode else []
+
+
 def detect_scenes(path: str | Path, cfg: DetectConfig) -> SceneScan:
-    """Decode `path` once and return its scene cuts and per-frame timestamps."""
-    detector = make_detector(cfg)
+    """Decode `path` once and return its scene cuts and per-frame timestamps (detection alone; the
+    curation job detects inside the cutter's decode, `hdvg.cutting.cut_video`)."""
     times: list[float] = []
     cuts: list[int] = []
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"  # frame + slice threads: the decoder is most of the cost
-            if cfg.skip_loop_filter:  # a speed knob, off by default: without deblocking some cuts move
-                stream.codec_context.options = {"skip_loop_filter": "all"}
-            rate = Fraction(stream.guessed_rate or stream.average_rate or 25)
-            size = detection_size(stream.codec_context.width, stream.codec_context.height, cfg.detect_width)
-            # one reformatter for the whole video: VideoFrame.reformat builds a new swscale context per frame
-            reformatter = VideoReformatter()
-            index, t0, timecode = 0, None, None
-            for frame in container.decode(stream):
-                t = frame.time
-                if t is None:
-                    t = index / float(rate)
-                if t0 is None:
-                    t0 = t
-                times.append(t - t0)
-                if cfg.frame_skip == 0 or index % (cfg.frame_skip + 1) == 0:
-                    # One swscale call (no full-size BGR copy). Point sampling matches PySceneDetect's
-                    # cv2 INTER_LINEAR resize at these factors: it reproduces the upstream goldens,
-                    # where area or bilinear filtering turns slow fades into extra cuts.
-                    image = reformatter.reformat(frame, width=size[0], height=size[1], format="bgr24",
-                                                 interpolation="POINT").to_ndarray()
-                    timecode = FrameTimecode(index, fps=rate)
-                    cuts += [c.frame_num for c in detector.process_frame(timecode, image)]
-                index += 1
-            if timecode is not None:
-                cuts += [c.frame_num for c in detector.post_process(timecode)]
-    except av.FFmpegError as exc:
-        where = f" at frame {len(times)}" if times else ""
-        raise DecodeError(f"undecodable video{where}: {exc}") from None
-    if not times:
-        raise DecodeError("video stream decodes to no frames")
+    with DecodedVideo(path, cfg.skip_loop_filter) as video:
+        finder = SceneFinder(cfg, video.rate)
+        for index, frame, t in video:
+            times.append(t)
+            cuts += finder.push(index, frame)
+        cuts += finder.finish()
+    return scan_of(cuts, times)
+
+
+def scan_of(cuts: list[int], times: list[float]) -> SceneScan:
     n = len(times)
     return SceneScan(cuts=sorted({c for c in cuts if 0 < c < n}), frame_times=np.asarray(times), num_frames=n)
+
+
+def clip_length_limits(fps: float, cfg: ClipConfig) -> tuple[int, int]:
+    """(shortest kept clip, longest clip) in frames."""
+    min_len = max(1, int(round(cfg.min_clip_seconds * fps)))
+    return min_len, max(min_len, int(cfg.max_clip_seconds * fps))
 
 
 def scene_spans(cuts: list[int], num_frames: int, fps: float, cfg: ClipConfig) -> list[Span]:
     """Turn scene cuts into clip spans: scenes shorter than `min_clip_seconds` are dropped; longer than
     `max_clip_seconds` are split into consecutive clips of that length (a remainder too short is dropped)."""
-    min_len = max(1, int(round(cfg.min_clip_seconds * fps)))
-    max_len = max(min_len, int(cfg.max_clip_seconds * fps))
+    min_len, max_len = clip_length_limits(fps, cfg)
     bounds = [0, *[c for c in cuts if 0 < c < num_frames], num_frames]
     spans = []
     for start, end in zip(bounds[:-1], bounds[1:]):

@@ -33,7 +33,7 @@ def assert_frame_exact(src, clips):
         p0 = psnr(first, near[c.span.start])
         # no neighbour may match clearly better (still frames tie, which is fine)
         assert p0 > 30 and psnr(first, near[best_match(first, near)]) < p0 + 0.5, f"clip {c.span} starts elsewhere"
-        key = np.asarray(Image.open(c.keyframe).convert("L").resize((160, 90)), np.float64).ravel()
+        key = np.asarray(Image.open(io.BytesIO(c.keyframe)).convert("L").resize((160, 90)), np.float64).ravel()
         mid = c.span.num_frames // 2
         frames = gray_frames(c.path, max(mid - 3, 0), min(mid + 3, n - 1))
         frames.update(gray_frames(c.path, 0, 0))
@@ -102,11 +102,15 @@ def test_clip_size_never_upscales_and_stays_even():
     assert clip_size(3840, 1606, 720) == (1722, 720)
 
 
-def test_extract_keyframes_alone_matches_the_cut_pass(testvideo_clips):
-    src, spans, clips = testvideo_clips
+def test_extract_keyframes_decodes_the_numbered_frames(testvideo_clips):
+    """Keyframes are the frames themselves, by decoded-frame number (here of the source, not a clip)."""
+    src, spans, _ = testvideo_clips
     frames = [centre_frame(s) for s in spans[:3]]
-    alone = extract_keyframes(src, frames, clips[0].width, clips[0].height)
-    for jpg, c in zip(alone, clips[:3]):
-        a = np.asarray(Image.open(io.BytesIO(jpg)).convert("L"), np.float64)
-        b = np.asarray(Image.open(c.keyframe).convert("L"), np.float64)
-        assert psnr(a, b) > 40
+    jpgs = extract_keyframes(src, frames)
+    near = gray_frames(src, frames[0] - 2, frames[-1] + 2)
+    for jpg, f in zip(jpgs, frames):
+        key = np.asarray(Image.open(io.BytesIO(jpg)).convert("L").resize((160, 90)), np.float64).ravel()
+        scores = {k: psnr(key, v) for k, v in near.items()}
+        assert scores[f] >= max(scores.values()) - 0.01, f"keyframe is not frame {f}"  # still frames tie
+    with pytest.raises(ValueError, match="no frame 99999"):
+        extract_keyframes(src, [99999])
