@@ -178,7 +178,9 @@ def run_curation(cfg: CurateConfig) -> dict:
     out = cfg.output  # a local folder or an s3:// / gs:// URI (hdvg.storage)
     done, first_shard = recover(out, cfg.run.retry_failed)
     todo, dupes = select_work(cfg, done)
+    ray_started = time.monotonic()
     init_ray(cfg)
+    ray_start_s = time.monotonic() - ray_started
     cpus = ray.cluster_resources().get("CPU", 0)
     if cfg.run.cpus_per_video > cpus:
         raise ConfigError(f"invalid configuration:\n  run.cpus_per_video: {cfg.run.cpus_per_video} CPUs per "
@@ -271,7 +273,8 @@ def run_curation(cfg: CurateConfig) -> dict:
     wall = time.monotonic() - started
     run = {"videos": progress.done, "clips": progress.clips, "wall_s": round(wall, 3),
            "video_seconds_per_wall_second": round(progress.seconds_in / wall, 4),
-           "clips_per_second": round(progress.clips / wall, 4), "ray_cpus": cpus, "captioner": spec.name}
+           "clips_per_second": round(progress.clips / wall, 4), "ray_start_s": round(ray_start_s, 3),
+           "ray_cpus": cpus, "captioner": spec.name}
     if spec.uncaptioned_reason:
         run["uncaptioned"] = spec.uncaptioned_reason
     if captioners:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import tarfile
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import webdataset as wds
 from hdvg.captioning import build_captioner, build_preprocessor, caption_stream, resolve_captioner
 from hdvg.config import CaptionConfig, ConfigError
 from hdvg.contract import SHARDS_DIR, clip_id_of_key
-from hdvg.shards import committed_names
+from hdvg.shards import committed_names, write_sample
 from hdvg.storage import Store, is_remote
 
 CAPTIONS_DIR = "captions"
@@ -114,14 +115,14 @@ def recaption(out: str | Path, cfg: CaptionConfig, name: str | None = None, writ
 
 def _write_shard(samples: list[dict], captions: list[str | None], captioner: str, path: Path) -> None:
     """The same samples with the new caption in json and txt; other members are written back unchanged."""
-    with wds.TarWriter(str(path)) as tar:
+    with tarfile.open(path, "w") as tar:
         for sample, text in zip(samples, captions):
             meta = json.loads(sample["json"])
             meta["caption"], meta["captioner"] = text, captioner
-            members = dict(sample)  # TarWriter drops the reader's own "__url__"-like entries
+            members = {k: v for k, v in sample.items() if not k.startswith("__")}  # the reader's own entries
             members["json"] = json.dumps(meta).encode()  # json keeps the fields' order as written
             members["txt"] = (text or "").encode()
-            tar.write(members)
+            write_sample(tar, sample["__key__"], members)
 
 
 def read_captions(out: str | Path, name: str) -> list[dict]:

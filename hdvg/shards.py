@@ -8,14 +8,15 @@ removed by `recover`, which also tells which videos are done, so a rerun redoes 
 """
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 
 from hdvg.storage import Store
 
@@ -46,6 +47,17 @@ def recover(out: str | Path | Store, retry_failed: bool = False) -> tuple[set[st
     return done, (max(numbers) + 1 if numbers else 0)
 
 
+def write_sample(tar: tarfile.TarFile, key: str, members: dict[str, bytes]) -> None:
+    """One WebDataset sample: members `<key>.<ext>` in extension order, as webdataset's TarWriter writes
+    them. Written with the standard library: a shard is a plain tar, and webdataset's package import
+    pulls in torch (about 2 CPU-s in every process that writes shards)."""
+    now = time.time()
+    for ext in sorted(members):
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size, info.mtime, info.mode = len(members[ext]), now, 0o444
+        tar.addfile(info, io.BytesIO(members[ext]))
+
+
 class ShardWriter:
     """Streams samples of whole videos into a temporary tar and commits it once it holds at least
     `samples_per_shard` samples, as shards `first, first + 1, ...`. One job writes an OUT at a time."""
@@ -54,7 +66,7 @@ class ShardWriter:
         self.store = Store(out)
         self.samples_per_shard, self.number = samples_per_shard, first
         self.scratch = self.store.scratch()
-        self._tar: wds.TarWriter | None = None
+        self._tar: tarfile.TarFile | None = None
         self._index: list[dict] = []
         self._videos: list[dict] = []
         self.committed: list[str] = []
@@ -68,11 +80,10 @@ class ShardWriter:
         name = shard_name(self.number)
         for meta, jpg, mp4 in clips:
             if self._tar is None:
-                self._tar = wds.TarWriter(str(self._tmp(".tar")))
+                self._tar = tarfile.open(self._tmp(".tar"), "w")
             key = clip_key(meta["clip_id"])
-            self._tar.write({"__key__": key, "mp4": mp4, "jpg": jpg,
-                             "json": json.dumps({f: meta[f] for f in CLIP_FIELDS}).encode(),
-                             "txt": (meta["caption"] or "").encode()})
+            write_sample(self._tar, key, {"mp4": mp4, "jpg": jpg, "txt": (meta["caption"] or "").encode(),
+                                          "json": json.dumps({f: meta[f] for f in CLIP_FIELDS}).encode()})
             self._index.append({**{f: meta[f] for f in CLIP_FIELDS}, "shard": f"{name}.tar", "key": key})
         self._videos.append(row)
         return self.commit() if len(self._index) >= self.samples_per_shard else None
