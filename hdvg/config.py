@@ -40,8 +40,6 @@ class DetectConfig(_Section):
     detect_width: int = Field(256, ge=16, description="frames are downscaled to about this width for detection "
                               "(PySceneDetect's auto-downscale target; accuracy-preserving)")
     frame_skip: int = Field(0, ge=0, description="skip N frames between analysed ones (faster, less exact cuts)")
-    skip_loop_filter: bool = Field(False, description="decode for detection without the deblocking filter: about "
-                                   "25% less decoder work, but cuts move (it changes 2 of the PySceneDetect goldens)")
 
 
 class ClipConfig(_Section):

@@ -231,7 +231,7 @@ def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | P
     cuts: list[int] = []
     times: list[float] = []
     encoded: dict[int, Span] = {}   # clip start -> the frames its MP4 holds
-    with DecodedVideo(src, detect.skip_loop_filter if detect else False) as video:
+    with DecodedVideo(src) as video:
         finder = SceneFinder(detect, video.rate) if detect else None
         scaler = FrameScaler(*size, info.rotation, video.time_base)
         encoders = ClipEncoders(cfg, size, video.rate, video.time_base)

@@ -20,13 +20,13 @@ class PlanInputs:
     source_hours: float = 371_500.0       # HD-VILA-100M hours: the spans the job decodes (paper)
     clips: int = 130_000_000              # HD-VG-130M clips = keyframes to caption, one per clip (paper)
     # ---- CPU stages (measured: 1080p30 H.264, 122.7 s, one vCPU of an AMD EPYC VM; docs/scale.md)
-    detect_cpu_s_per_video_s: float = 0.162   # PySceneDetect adaptive, 256-px analysis, one decode
-    cut_cpu_s_per_video_s: float = 0.409      # ffmpeg decode + scale to 720p + x264 veryfast crf 22 + keyframes
+    video_cpu_s_per_video_s: float = 0.440    # one decode: PySceneDetect adaptive at 256 px + scale to 720p
+                                              # + x264 veryfast crf 22 + keyframes (hdvg.cutting.cut_video)
     probe_cpu_s_per_video_s: float = 0.0012   # ffprobe with packet count
     cpu_utilization: float = 0.75         # assumption: share of reserved vCPU-time doing work (stragglers, I/O)
     video_node_vcpus: int = 16            # deploy/: `video` group, num-cpus 16
-    # ---- captioning (measured: BLIP-2 OPT-2.7B fp16 generate, 20 new tokens, NVIDIA H200; docs/scale.md)
-    caption_keyframes_per_gpu_s: float = 110.3  # beam 5 (captioner default), batch 64 (deploy's curate.yaml)
+    # ---- captioning (measured: BLIP-2 OPT-2.7B fp16, whole stage, 30 new tokens, NVIDIA H200; docs/scale.md)
+    caption_keyframes_per_gpu_s: float = 60.2   # beam 5 (captioner default), batch 64 (deploy's curate.yaml)
     gpu_utilization: float = 0.75         # assumption: JPEG decode/preprocessing and waiting for video tasks
     # ---- downloads (assumptions: not measured here, no YouTube access)
     source_mbps: float = 2.5              # assumption: mean bitrate of a 720p YouTube download
@@ -91,7 +91,7 @@ def _group(name: str, work: str, total: float, per_node_per_s: float, usd_h: flo
 
 def capacity_plan(p: PlanInputs) -> Plan:
     video_seconds = p.source_hours * 3600
-    cpu_per_video_s = p.detect_cpu_s_per_video_s + p.cut_cpu_s_per_video_s + p.probe_cpu_s_per_video_s
+    cpu_per_video_s = p.video_cpu_s_per_video_s + p.probe_cpu_s_per_video_s
     download_bytes = video_seconds * p.source_mbps * 1e6 / 8
     output_bytes = video_seconds * p.clip_fraction * p.output_mbps * 1e6 / 8
     days = p.target_days

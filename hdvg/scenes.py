@@ -46,15 +46,13 @@ class DecodedVideo:
     """The first video stream of `path`, decoded once: iterate for (frame number, frame, seconds since the
     first frame). Any decoder error becomes a DecodeError naming the frame it happened at."""
 
-    def __init__(self, path: str | Path, skip_loop_filter: bool = False):
+    def __init__(self, path: str | Path):
         try:
             self.container = av.open(str(path))
             self.stream = self.container.streams.video[0]
         except (av.FFmpegError, IndexError) as exc:
             raise DecodeError(f"undecodable video: {exc}") from None
         self.stream.thread_type = "AUTO"  # frame + slice threads: the decoder is most of the cost
-        if skip_loop_filter:
-            self.stream.codec_context.options = {"skip_loop_filter": "all"}
         self.rate = Fraction(self.stream.guessed_rate or self.stream.average_rate or 25)
         self.time_base = self.stream.time_base or 1 / self.rate
         self.decoded = 0
@@ -137,7 +135,7 @@ def detect_scenes(path: str | Path, cfg: DetectConfig) -> SceneScan:
     curation job detects inside the cutter's decode, `hdvg.cutting.cut_video`)."""
     times: list[float] = []
     cuts: list[int] = []
-    with DecodedVideo(path, cfg.skip_loop_filter) as video:
+    with DecodedVideo(path) as video:
         finder = SceneFinder(cfg, video.rate)
         for index, frame, t in video:
             times.append(t)
