@@ -1,6 +1,7 @@
 """Clips are frame-exact: frame count equals the span's, the first frame is the source's `start_frame`
 (closer to it than to its neighbours), and the keyframe is the clip's centre frame."""
 import io
+import json
 import subprocess
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from PIL import Image
 
 from hdvg.config import ClipConfig, DetectConfig, EncodeConfig
-from hdvg.cutting import clip_size, count_frames, cut_clips
+from hdvg.cutting import SceneClips, clip_size, count_frames, cut_clips, cut_video
 from hdvg.keyframes import centre_frame, extract_keyframes
 from hdvg.probe import probe
 from hdvg.scenes import Span, detect_scenes, scene_spans
@@ -114,3 +115,43 @@ def test_extract_keyframes_decodes_the_numbered_frames(testvideo_clips):
         assert scores[f] >= max(scores.values()) - 0.01, f"keyframe is not frame {f}"  # still frames tie
     with pytest.raises(ValueError, match="no frame 99999"):
         extract_keyframes(src, [99999])
+
+
+@pytest.mark.parametrize("cfg, golden_name", [
+    (DetectConfig(), "testvideo.mp4.AdaptiveDetector.default.json"),
+    # ContentDetector's flash filter holds cuts back by up to min_scene_len frames: the longest lag
+    (DetectConfig(detector="content"), "testvideo.mp4.ContentDetector.default.json"),
+])
+def test_cut_video_detects_and_cuts_in_one_decode(tmp_path, cfg, golden_name):
+    """The single pass finds the same cuts as detection alone (the upstream golden), keeps exactly the
+    spans of `scene_spans` (a 29-frame last scene dropped, long scenes split at 4 s), and its clips are
+    frame-exact; the clips it dropped leave no file."""
+    src = shared_file("pyscenedetect_resources/testvideo.mp4")
+    golden = json.loads(shared_file(f"pyscenedetect_resources/goldens/{golden_name}").read_text())["cuts"]
+    info = probe(src)
+    clip_cfg = ClipConfig(min_clip_seconds=1, max_clip_seconds=4)
+    scan, clips = cut_video(src, info, SceneClips(clip_cfg, info.fps), tmp_path, EncodeConfig(preset="ultrafast"), cfg)
+    assert scan.cuts == golden and scan.num_frames == 720
+    spans = scene_spans(scan.cuts, scan.num_frames, info.fps, clip_cfg)
+    assert [c.span for c in clips] == spans
+    assert Span(691, 720) not in spans and any(s.num_frames == int(4 * info.fps) for s in spans)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(c.path.name for c in clips)
+    assert_frame_exact(src, clips)
+
+
+def test_scene_clips_start_every_kept_clip_where_its_span_starts():
+    """Streaming plan == final plan: every frame of a kept span goes to the encoder opened at the span's
+    start, knowing only the cuts up to that frame; frames outside the regions go nowhere."""
+    cfg = ClipConfig(min_clip_seconds=1, max_clip_seconds=3)
+    cuts, n, fps = [7, 40, 45, 100, 131], 200, 10.0
+    for regions in (None, [Span(0, 50), Span(60, 90), Span(90, 180)]):
+        plan = SceneClips(cfg, fps, regions)
+        spans = plan.spans(cuts, n)
+        assert spans and all(s.num_frames <= 30 and s.num_frames >= 10 for s in spans)
+        for s in spans:
+            for f in range(s.start, s.end):
+                assert plan.clip_start(f, [c for c in cuts if c <= f]) == s.start
+        if regions:
+            assert plan.clip_start(55, cuts) is None and plan.clip_start(185, cuts) is None
+            assert all(any(r.start <= s.start and s.end <= r.end for r in regions) for s in spans)
+            assert Span(90, 100) in spans  # a region start is a clip start
