@@ -182,8 +182,7 @@ class ClipEncoders(threading.Thread):
             raise CutError(f"encoding failed: {self.error}")
 
     def run(self) -> None:
-        out = stream = path = None
-        first = last = 0
+        out = stream = path = first = last = None
         while (item := self._queue.get()) is not None:
             if self.error is not None:
                 continue  # drain: the producer sees the error at its next call
@@ -248,7 +247,6 @@ def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | P
                     encoders.close()
                 if start is not None:
                     encoders.open(out / f"clip_{start:09d}.mp4")
-                    encoded[start] = Span(start, start)
                 current = start
             if start is not None:
                 encoders.send(scaler(frame), frame.pts if frame.pts is not None else round(index * tick))
