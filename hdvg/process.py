@@ -164,28 +164,29 @@ def _detected(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConf
     reason = filter_video(info, cfg.filter)
     if reason:
         return VideoResult(video_row(item, STATUS_FILTERED, reason, info, fetched=fetched))
+    hdvila = sorted(item.clips, key=lambda c: c.start)
     regions = None
-    if item.clips:  # detect inside the HD-VILA clip spans only; a span overlapping the one before is trimmed
+    if hdvila:  # detect inside the HD-VILA clip spans only; a span overlapping the one before is trimmed
         times = packet_times(fetched.path, info)
         regions, end = [], 0
-        for clip in sorted(item.clips, key=lambda c: c.start):
+        for clip in hdvila:
             first, last = clip_frames(times, clip)
             regions.append(Span(max(first, end), max(last, end)))
             end = regions[-1].end
     plan = SceneClips(cfg.clip, info.fps, regions)
     scan, clips = cut_video(fetched.path, info, plan, work / "clips", cfg.encode, cfg.detect)
-    if item.clips:  # clip ids <vid>.<k>_<j>: the j-th clip inside HD-VILA clip k
-        planned = []
-        for clip, region in zip(sorted(item.clips, key=lambda c: c.start), regions):
+    if hdvila:  # clip ids <vid>.<k>_<j>: the j-th clip inside HD-VILA clip k
+        cut = []
+        for clip, region in zip(hdvila, regions):
             inside = [c for c in clips if region.start <= c.span.start < region.end]
-            planned += [PlannedClip(f"{item.video_id}.{clip.index}_{j}", c.span) for j, c in enumerate(inside)]
+            cut += [(PlannedClip(f"{item.video_id}.{clip.index}_{j}", c.span), c) for j, c in enumerate(inside)]
     else:
-        planned = [PlannedClip(clip_id_of(item.video_id, k), c.span) for k, c in enumerate(clips)]
-    if not planned:
-        where = " inside the HD-VILA spans" if item.clips else ""
+        cut = [(PlannedClip(clip_id_of(item.video_id, k), c.span), c) for k, c in enumerate(clips)]
+    if not cut:
+        where = " inside the HD-VILA spans" if hdvila else ""
         return VideoResult(video_row(item, STATUS_FILTERED, f"no scene of at least "
                                      f"{cfg.clip.min_clip_seconds:g} s{where}", info, fetched=fetched))
-    samples = _samples(item, fetched, info, list(zip(planned, clips)), scan.frame_times, cfg)
+    samples = _samples(item, fetched, info, cut, scan.frame_times, cfg)
     return VideoResult(video_row(item, STATUS_OK, None, info, samples, fetched), samples)
 
 
