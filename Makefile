@@ -8,14 +8,14 @@ OUT     := data/sample
 install: .venv/.installed
 
 # ffmpeg/ffprobe come from the system (Debian's package when root); Python packages are pinned.
-.venv/.installed: requirements.txt requirements-gpu.txt requirements-dev.txt pyproject.toml
+.venv/.installed: requirements.txt requirements-gpu.txt requirements-model.txt requirements-dev.txt pyproject.toml
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
 	  else echo "ffmpeg is missing: install it (e.g. sudo apt-get install ffmpeg) and rerun" >&2; exit 1; fi; }
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -r requirements-gpu.txt -r requirements-dev.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-gpu.txt -r requirements-model.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 

@@ -1,4 +1,4 @@
-"""`hdvg` command line: curate, sample, validate, stats, plan.
+"""`hdvg` command line: curate, sample, validate, stats, plan, caption, and the models' commands (model/cli.py).
 `python -m pipelines.curate` takes curate's arguments."""
 from __future__ import annotations
 
@@ -143,9 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("--shards", action="store_true", help="also write shards with the new captions")
     cp.add_argument("--max-shards", type=int, help="caption at most this many more shards (a rerun goes on)")
     add_config_flags(cp, section="captioner.")
+    from model.cli import register as register_model_commands
+
+    handlers = {"curate": cmd_curate, "sample": cmd_sample, "validate": cmd_validate,
+                "stats": cmd_stats, "plan": cmd_plan, "caption": cmd_caption, **register_model_commands(sub)}
     args = parser.parse_args(argv)
-    handler = {"curate": cmd_curate, "sample": cmd_sample, "validate": cmd_validate,
-               "stats": cmd_stats, "plan": cmd_plan, "caption": cmd_caption}[args.command]
+    handler = handlers[args.command]
     try:
         return handler(args)
     except (ConfigError, ValueError) as exc:

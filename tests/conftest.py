@@ -67,3 +67,37 @@ def psnr(a, b) -> float:
 def best_match(image, candidates: dict) -> int:
     """The key of the candidate frame closest to `image` (highest PSNR)."""
     return max(candidates, key=lambda k: psnr(image, candidates[k]))
+
+
+CURATED_VIDEOS = {  # real 720p videos of ../shared/data -> the caption every clip of it gets in `curated_out`
+    "repo_videos/hdvg_clip/gpAkjSy_8iY.0_0.mp4": "a man in a suit and tie standing next to a news desk",
+    "pyscenedetect_resources/testvideo.mp4": "a slideshow of photographs of a city",
+}
+
+
+@pytest.fixture(scope="session")
+def curated_out(tmp_path_factory) -> Path:
+    """A real curation OUT for the model tests: real 720p videos of ../shared/data cut by the CPU stages
+    (`process_video`, without Ray) and committed by the shard writer, 4 clips a shard. Every clip carries its
+    video's caption except the last clip written, which is uncaptioned (caption null), as in an offline run."""
+    from hdvg.config import build_config
+    from hdvg.process import process_video
+    from hdvg.shards import write_shards
+    from hdvg.sources import WorkItem
+
+    out = tmp_path_factory.mktemp("curated_out")
+    cfg = build_config(values={"input": str(SHARED), "output": str(out), "captioner.name": "none"})
+    videos = []
+    for relative, caption in CURATED_VIDEOS.items():
+        path = shared_file(relative)
+        result = process_video(WorkItem(video_id=path.stem, source=str(path)), cfg)
+        assert result.row["status"] == "ok", result.row
+        clips = []
+        for clip in result.clips:
+            clip.meta.update(caption=caption, captioner="test:fixture")
+            clips.append((clip.meta, clip.jpg, clip.mp4))
+        videos.append((result.row, clips))
+    last = videos[-1][1][-1][0]
+    last.update(caption=None, captioner=None)
+    write_shards(out, videos, samples_per_shard=4)
+    return out
