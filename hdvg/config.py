@@ -121,8 +121,10 @@ class RunConfig(_Section):
     scratch_dir: str | None = Field(None, description="scratch folder for downloads and cut clips "
                                     "(unset: the system temp dir)")
     limit: int | None = Field(None, ge=1, description="process at most this many input videos")
-    retry_failed: bool = Field(False, description="on a rerun, try again the videos that only failed so far "
-                               "(rate limits, timeouts, lost workers); ok and filtered videos are never redone")
+    retry_failed: Literal["none", "transient", "all"] = Field(
+        "none", description="on a rerun, also redo the videos whose latest row failed: 'transient' those whose "
+        "failure a retry may cure (timeouts, rate limits, lost workers, disk full), 'all' every failed one; "
+        "ok and filtered videos are never redone")
 
 
 class SourceConfig(_Section):

@@ -50,6 +50,7 @@ VIDEO_SCHEMA = pa.schema([
     ("source", pa.string()),
     ("status", pa.string()),
     ("reason", pa.string()),
+    ("failure", pa.string()),        # failed rows: transient | permanent (hdvg.failures); else null
     ("num_clips", pa.int64()),
     ("duration", pa.float64()),      # seconds of source video (null when it could not be probed)
     ("clip_seconds", pa.float64()),  # seconds of video kept in clips

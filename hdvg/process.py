@@ -25,6 +25,7 @@ import numpy as np
 
 from hdvg.config import CurateConfig
 from hdvg.contract import SOURCE_META_FIELDS, STATUS_FAILED, STATUS_FILTERED, STATUS_OK
+from hdvg.failures import failure_class
 from hdvg.cutting import CutClip, CutError, SceneClips, cut_clips, cut_video
 from hdvg.filtering import filter_video
 from hdvg.metadata import clip_frames, map_scene
@@ -66,6 +67,7 @@ def video_row(item: WorkItem, status: str, reason: str | None, info: VideoInfo |
     """The VIDEO_SCHEMA row of a video; the one row builder (the pipeline's failed rows use it too)."""
     return {
         "video_id": item.video_id, "source": item.source, "status": status, "reason": reason,
+        "failure": failure_class(reason) if status == STATUS_FAILED else None,
         "num_clips": len(clips),
         "duration": info.duration if info else None,
         "clip_seconds": sum(c.meta["end_time"] - c.meta["start_time"] for c in clips),

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hdvg.failures import should_retry
 from hdvg.storage import Store
 
 from hdvg.contract import (CLIP_FIELDS, INDEX_DIR, INDEX_SCHEMA, SHARDS_DIR, STATS_FILE, STATUS_FAILED, STATUS_OK,
@@ -29,9 +30,9 @@ def committed_names(store: Store) -> list[str]:
     return sorted(n.removesuffix(".parquet") for n in store.list(VIDEOS_DIR) if n.endswith(".parquet"))
 
 
-def recover(out: str | Path | Store, retry_failed: bool = False) -> tuple[set[str], int]:
+def recover(out: str | Path | Store, retry_failed: str = "none") -> tuple[set[str], int]:
     """Remove the residue of an interrupted run; return (video ids already done, next shard number).
-    With `retry_failed`, videos that have only failed rows (rate limits, lost workers, ...) are not done."""
+    With `retry_failed` transient|all, videos whose latest row failed (of that class) are not done."""
     store = out if isinstance(out, Store) else Store(out)
     store.clear_scratch()
     store.makedirs(SHARDS_DIR, INDEX_DIR, VIDEOS_DIR)
@@ -40,9 +41,9 @@ def recover(out: str | Path | Store, retry_failed: bool = False) -> tuple[set[st
         for name in store.list(folder):
             if not name.endswith(ext) or name.removesuffix(ext) not in committed:
                 store.delete(folder, name)  # an uncommitted part (crash between publishes) or a stray file
-    table = store.read_table(VIDEOS_DIR, columns=["video_id", "status"])
-    rows = table.to_pylist() if table is not None else []
-    done = {r["video_id"] for r in rows if not retry_failed or r["status"] != STATUS_FAILED}
+    table = store.read_table(VIDEOS_DIR, columns=["video_id", "status", "failure", "reason"])
+    latest = {r["video_id"]: r for r in (table.to_pylist() if table is not None else [])}  # parts in order
+    done = {v for v, r in latest.items() if not should_retry(r["status"], r["failure"], r["reason"], retry_failed)}
     numbers = [int(s) for s in committed if s.isdigit()]
     return done, (max(numbers) + 1 if numbers else 0)
 

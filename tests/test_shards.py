@@ -86,8 +86,8 @@ def test_retry_failed_redoes_only_failed_videos_and_stats_keep_the_latest_row(tm
     write_shards(tmp_path, [(row("a", 0, "failed"), []), (row("b", 1), [fake_clip("b", 0)]),
                             (row("c", 0, "filtered"), [])], samples_per_shard=1)
     assert recover(tmp_path)[0] == {"a", "b", "c"}
-    assert recover(tmp_path, retry_failed=True)[0] == {"b", "c"}
+    assert recover(tmp_path, retry_failed="all")[0] == {"b", "c"}
     write_shards(tmp_path, [(row("a", 1), [fake_clip("a", 0)])], samples_per_shard=1)  # the retry succeeds
     stats = write_stats(tmp_path, {})
     assert stats["videos"] == 3 and stats["videos_by_status"] == {"ok": 2, "filtered": 1}
-    assert recover(tmp_path, retry_failed=True)[0] == {"a", "b", "c"}
+    assert recover(tmp_path, retry_failed="all")[0] == {"a", "b", "c"}
