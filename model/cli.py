@@ -8,7 +8,21 @@ from typing import Callable
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
+    """train, sample-video, encode-latents (the Swap-CA text-to-video model)."""
+    return {}
+
+
+def _super_resolution(sub: argparse._SubParsersAction) -> dict[str, Handler]:
+    """train-sr, upscale (the x4 RCAN model)."""
+    return {}
+
+
+def _evaluation(sub: argparse._SubParsersAction) -> dict[str, Handler]:
+    """eval (FVD, CLIPSIM)."""
+    return {}
+
+
 def register(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     """Add the model commands to `hdvg`'s subparsers; return their handlers by command name."""
-    handlers: dict[str, Handler] = {}
-    return handlers
+    return {**_video_diffusion(sub), **_super_resolution(sub), **_evaluation(sub)}
