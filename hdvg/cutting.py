@@ -151,7 +151,14 @@ class FrameScaler:
 
 class ClipEncoders(threading.Thread):
     """Encodes clips one after another in a thread of its own: `open` a clip, send its frames, `close`.
-    Frames keep their source timestamps, shifted to start at 0 (VFR stays VFR)."""
+    Frames keep their source timestamps, shifted to start at 0 (VFR stays VFR).
+
+    The first error (a full disk while muxing, a muxer whose `close` fails again while moving the index to
+    the front) ends the thread. Every hand-off waits for queue room in short steps and gives up as soon as
+    the thread has ended, so the producer gets the error at its next call and `finish` never waits on a
+    queue nobody reads."""
+
+    HANDOFF_STEP_S = 0.1  # how often a producer waiting for queue room checks that the thread still runs
 
     def __init__(self, cfg: EncodeConfig, size: tuple[int, int], rate: Fraction, time_base: Fraction):
         super().__init__(daemon=True)
@@ -159,12 +166,22 @@ class ClipEncoders(threading.Thread):
         self.frames_written: dict[Path, int] = {}
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=8)  # bounds the scaled frames waiting in memory
+        self._out = None  # the MP4 being written
         self.start()
 
+    def _failure(self) -> CutError:
+        return CutError(f"encoding failed: {self.error}" if self.error is not None
+                        else "encoding failed: the encoder thread ended unexpectedly")
+
     def _put(self, item) -> None:
-        if self.error is not None:
-            raise CutError(f"encoding failed: {self.error}")
-        self._queue.put(item)
+        while True:
+            if self.error is not None or not self.is_alive():
+                raise self._failure()
+            try:
+                self._queue.put(item, timeout=self.HANDOFF_STEP_S)
+                return
+            except queue.Full:
+                continue
 
     def open(self, path: Path) -> None:
         self._put(("open", path))
@@ -176,44 +193,54 @@ class ClipEncoders(threading.Thread):
         self._put(("close", None))
 
     def finish(self) -> None:
-        self._queue.put(None)
+        """Wait until every clip sent is written; raises CutError if the thread failed."""
+        if self.error is None and self.is_alive():
+            try:
+                self._put(None)
+            except CutError:
+                pass  # it ended meanwhile: join returns at once
         self.join()
         if self.error is not None:
-            raise CutError(f"encoding failed: {self.error}")
+            raise self._failure()
 
     def run(self) -> None:
-        out = stream = path = first = last = None
+        try:
+            self._encode_all()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the producer's thread
+            self.error = exc
+            if self._out is not None:
+                try:
+                    self._out.close()  # a full disk makes this fail too; the clip is abandoned either way
+                except Exception:  # noqa: BLE001
+                    pass
+                self._out = None
+
+    def _encode_all(self) -> None:
+        stream = path = first = last = None
         while (item := self._queue.get()) is not None:
-            if self.error is not None:
-                continue  # drain: the producer sees the error at its next call
             op, arg = item
-            try:
-                if op == "open":
-                    path = arg
-                    out = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
-                    stream = out.add_stream("libx264", rate=self.rate)
-                    stream.width, stream.height = self.size
-                    stream.pix_fmt = "yuv420p"
-                    stream.codec_context.sample_aspect_ratio = Fraction(1, 1)
-                    stream.time_base = stream.codec_context.time_base = self.time_base
-                    stream.codec_context.thread_count = self.cfg.ffmpeg_threads
-                    stream.options = {"preset": self.cfg.preset, "crf": str(self.cfg.crf)}
-                    self.frames_written[path], first, last = 0, None, None
-                elif op == "frame":
-                    frame, pts = arg
-                    first = pts if first is None else first
-                    # strictly increasing: a broken source timestamp must not stop the encoder
-                    frame.pts = pts - first if last is None else max(pts - first, last + 1)
-                    frame.time_base, last = self.time_base, frame.pts
-                    self._mux(out, stream.encode(frame), path)
-                else:
-                    self._mux(out, stream.encode(None), path)
-                    out.close()
-                    out = None
-            except Exception as exc:  # noqa: BLE001 - re-raised in the producer's thread
-                self.error = exc
-                if out is not None:
-                    out.close()
+            if op == "open":
+                path = arg
+                self._out = out = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
+                stream = out.add_stream("libx264", rate=self.rate)
+                stream.width, stream.height = self.size
+                stream.pix_fmt = "yuv420p"
+                stream.codec_context.sample_aspect_ratio = Fraction(1, 1)
+                stream.time_base = stream.codec_context.time_base = self.time_base
+                stream.codec_context.thread_count = self.cfg.ffmpeg_threads
+                stream.options = {"preset": self.cfg.preset, "crf": str(self.cfg.crf)}
+                self.frames_written[path], first, last = 0, None, None
+            elif op == "frame":
+                frame, pts = arg
+                first = pts if first is None else first
+                # strictly increasing: a broken source timestamp must not stop the encoder
+                frame.pts = pts - first if last is None else max(pts - first, last + 1)
+                frame.time_base, last = self.time_base, frame.pts
+                self._mux(self._out, stream.encode(frame), path)
+            else:
+                self._mux(self._out, stream.encode(None), path)
+                self._out.close()
+                self._out = None
 
     def _mux(self, out, packets, path: Path) -> None:
         for packet in packets:

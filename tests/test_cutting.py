@@ -2,17 +2,21 @@
 (closer to it than to its neighbours), and the keyframe is the clip's centre frame."""
 import io
 import json
+import os
 import subprocess
+import threading
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from hdvg.config import ClipConfig, DetectConfig, EncodeConfig
+from hdvg.config import ClipConfig, DetectConfig, EncodeConfig, build_config
 from hdvg.cutting import SceneClips, clip_size, count_frames, cut_clips, cut_video
 from hdvg.keyframes import centre_frame, extract_keyframes
 from hdvg.probe import probe
+from hdvg.process import process_video
 from hdvg.scenes import Span, detect_scenes, scene_spans
+from hdvg.sources import WorkItem
 from tests.conftest import best_match, gray_frames, psnr, shared_file
 
 
@@ -155,3 +159,36 @@ def test_scene_clips_start_every_kept_clip_where_its_span_starts():
             assert plan.clip_start(55, cuts) is None and plan.clip_start(185, cuts) is None
             assert all(any(r.start <= s.start and s.end <= r.end for r in regions) for s in spans)
             assert Span(90, 100) in spans  # a region start is a clip start
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 300 KB tmpfs the test mounts (root only): a scratch disk that fills while the clips are muxed."""
+    if os.geteuid() != 0:
+        pytest.skip("mounts a small tmpfs to fill a disk: needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    got = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if got.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {got.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_disk_that_fills_fails_the_video_as_transient_instead_of_hanging(tmp_path, full_disk):
+    """The encoder thread dies on ENOSPC (and its muxer's `close` raises again under +faststart): the cut
+    returns within a bound and the video's row says why, classified transient (a retry on another disk helps)."""
+    src = tmp_path / "src.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-t", "3",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(src)], check=True)
+    cfg = build_config(values={"input": "-", "output": "-", "encode.preset": "ultrafast", "captioner.name": "none"})
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(process_video(WorkItem("v", str(src)), cfg, full_disk)),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the cut hung on a full disk"
+    row = done[0].row
+    assert row["status"] == "failed" and row["reason"].startswith("cut: encoding failed: ")
+    assert "No space left on device" in row["reason"] and row["failure"] == "transient"
+    assert not any(full_disk.iterdir())  # the scratch folder is removed on the failure path too
