@@ -1,0 +1,204 @@
+"""The spatial-temporal separable video U-Net (Sec. 4.1, Fig. 3): ModelScope's LDM hourglass with Swap-CA.
+
+Each layer runs ModelScope's sequence ResBlock -> temporal conv -> spatial transformer (self-attention + text
+cross-attention, per frame) -> temporal transformer (self-attention per pixel). Its spatial features s are the
+output of the spatial part and its temporal features t what the last temporal module adds to them, so
+z = s + t is exactly ModelScope's layer; the layer closes with a fusion of s and t: Swap-CA on the last layer of
+every encoder and decoder block, a zero-initialised 1x1x1 merge elsewhere. Frames fold into the batch
+(B*F, C, H, W) for the 2D layers; the temporal layers unfold them. Module names follow diffusers' U-Nets
+(`down_blocks.1.attentions.0...`) so pretrained weights map by name (model/pretrained.py)."""
+from __future__ import annotations
+
+import torch
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.resnet import Downsample2D, ResnetBlock2D, TemporalConvLayer, Upsample2D
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from model.config import UNetConfig
+from model.swapca import MergeConv, SwapCrossAttention3D, build_fusion
+
+
+def _temporal_transformer(cfg: UNetConfig, channels: int, heads: int, head_dim: int) -> TransformerTemporalModel:
+    """Temporal self-attention per pixel (text never enters it), starting as the identity."""
+    module = TransformerTemporalModel(heads, head_dim, in_channels=channels, num_layers=1,
+                                      cross_attention_dim=cfg.cross_attention_dim, norm_num_groups=cfg.norm_num_groups)
+    nn.init.zeros_(module.proj_out.weight)
+    nn.init.zeros_(module.proj_out.bias)
+    return module
+
+
+class VideoBlock(nn.Module):
+    """A run of layers at one resolution, then an optional 2x down- or up-sampler. Layer i has in_channels[i]
+    inputs (after concatenating its skip, in the decoder) and `attention[i]` says whether it has the spatial and
+    temporal transformers. `fusions[i]` closes layer i."""
+
+    def __init__(self, cfg: UNetConfig, in_channels: list[int], out_channels: int, temb_channels: int,
+                 attention: list[bool], fusions: list[nn.Module], resample: str | None = None):
+        super().__init__()
+        heads = out_channels // cfg.attention_head_dim
+        self.layer_attention = attention
+        self.resnets = nn.ModuleList(
+            ResnetBlock2D(in_channels=c, out_channels=out_channels, temb_channels=temb_channels, eps=cfg.norm_eps,
+                          groups=cfg.norm_num_groups, non_linearity="silu") for c in in_channels)
+        self.temp_convs = nn.ModuleList(
+            TemporalConvLayer(out_channels, out_channels, dropout=cfg.temporal_conv_dropout,
+                              norm_num_groups=cfg.norm_num_groups) for _ in in_channels)
+        self.attentions = nn.ModuleList(
+            Transformer2DModel(heads, cfg.attention_head_dim, in_channels=out_channels, num_layers=1,
+                               cross_attention_dim=cfg.cross_attention_dim, norm_num_groups=cfg.norm_num_groups,
+                               use_linear_projection=cfg.use_linear_projection) for a in attention if a)
+        self.temp_attentions = nn.ModuleList(
+            _temporal_transformer(cfg, out_channels, heads, cfg.attention_head_dim) for a in attention if a)
+        self.fusions = nn.ModuleList(fusions)
+        self.downsamplers = self.upsamplers = None
+        if resample == "down":
+            self.downsamplers = nn.ModuleList([Downsample2D(out_channels, use_conv=True, out_channels=out_channels,
+                                                            padding=1, name="op")])
+        elif resample == "up":
+            self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)])
+        self.gradient_checkpointing = False
+
+    def layer(self, i: int, x: torch.Tensor, temb: torch.Tensor, text: torch.Tensor, num_frames: int,
+              images: bool) -> torch.Tensor:
+        """Layer i on (B*F, C_in, H, W) -> (B*F, C, H, W); images mode runs its spatial modules only."""
+        h = self.resnets[i](x, temb)
+        if self.layer_attention[i]:
+            j = sum(self.layer_attention[:i])
+            if not images:
+                h = self.temp_convs[i](h, num_frames=num_frames)
+            s = self.attentions[j](h, encoder_hidden_states=text, return_dict=False)[0]
+            if images:
+                return s
+            t = self.temp_attentions[j](s, num_frames=num_frames, return_dict=False)[0] - s
+        else:
+            s = h
+            if images:
+                return s
+            t = self.temp_convs[i](s, num_frames=num_frames) - s
+        return self.fusions[i](s, t, num_frames)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, text: torch.Tensor, num_frames: int, images: bool,
+                skips: list[torch.Tensor] | None = None, upsample_size: tuple[int, int] | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Encoder (skips None): returns h and the skip outputs (every layer, then the down-sampled h).
+        Decoder: pops one skip per layer from the end of `skips`, up-samples to `upsample_size` (odd sizes)."""
+        outputs = []
+        for i in range(len(self.resnets)):
+            if skips is not None:
+                x = torch.cat([x, skips.pop()], dim=1)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(self.layer, i, x, temb, text, num_frames, images, use_reentrant=False)
+            else:
+                x = self.layer(i, x, temb, text, num_frames, images)
+            outputs.append(x)
+        if self.downsamplers is not None:
+            x = self.downsamplers[0](x)
+            outputs.append(x)
+        if self.upsamplers is not None:
+            x = self.upsamplers[0](x, upsample_size)
+        return x, outputs
+
+
+class VideoUNet(nn.Module):
+    """sample (B, C, F, H, W) latents, timestep (B,) or scalar, text states (B, L, D) -> (B, C, F, H, W).
+    `images=True` takes F == 1 images and skips every temporal module and fusion (joint image-video
+    training, appendix C.3): the model is then exactly its 2D image U-Net."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.config = cfg
+        channels = cfg.block_out_channels
+        levels = len(channels)
+        temb_channels = 4 * channels[0]
+        self.conv_in = nn.Conv2d(cfg.in_channels, channels[0], kernel_size=3, padding=1)
+        self.time_proj = Timesteps(channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(channels[0], temb_channels, act_fn="silu")
+        self.transformer_in = _temporal_transformer(cfg, channels[0], cfg.transformer_in_heads,
+                                                    cfg.transformer_in_head_dim)
+        fusion_index = 0
+
+        def fusions(width: int, layers: int) -> list[nn.Module]:
+            """1x1x1 merges, then the block's Swap-CA (or ablation) closing its last layer."""
+            nonlocal fusion_index
+            closing = build_fusion(cfg, width, fusion_index)
+            fusion_index += 1
+            return [MergeConv(width) for _ in range(layers - 1)] + [closing]
+
+        self.down_blocks = nn.ModuleList()
+        for i, width in enumerate(channels):
+            ins = [channels[max(i - 1, 0)]] + [width] * (cfg.layers_per_block - 1)
+            self.down_blocks.append(VideoBlock(
+                cfg, ins, width, temb_channels, [cfg.attention_levels[i]] * cfg.layers_per_block,
+                fusions(width, cfg.layers_per_block), resample="down" if i < levels - 1 else None))
+        mid = channels[-1]
+        self.mid_block = VideoBlock(cfg, [mid, mid], mid, temb_channels, [True, False],
+                                    [MergeConv(mid), MergeConv(mid)])
+        self.up_blocks = nn.ModuleList()
+        reversed_channels = list(reversed(channels))
+        reversed_attention = list(reversed(cfg.attention_levels))
+        skip_widths = [channels[0]] + [w for i, w in enumerate(channels)
+                                       for _ in range(cfg.layers_per_block + (i < levels - 1))]
+        prev = reversed_channels[0]
+        for i, width in enumerate(reversed_channels):
+            layers = cfg.layers_per_block + 1
+            ins = []
+            for j in range(layers):
+                ins.append((prev if j == 0 else width) + skip_widths.pop())
+            self.up_blocks.append(VideoBlock(
+                cfg, ins, width, temb_channels, [reversed_attention[i]] * layers, fusions(width, layers),
+                resample="up" if i < levels - 1 else None))
+            prev = width
+        self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, channels[0], eps=cfg.norm_eps)
+        self.conv_act = nn.SiLU()
+        self.conv_out = nn.Conv2d(channels[0], cfg.out_channels, kernel_size=3, padding=1)
+        self.fusion_enabled = cfg.fusion_enabled
+
+    def set_fusion_enabled(self, enabled: bool) -> None:
+        """Swap-CA on (True) or addition mode (False: z = t + s); the parameters stay the same either way."""
+        self.fusion_enabled = bool(enabled)
+        for module in self.modules():
+            if isinstance(module, SwapCrossAttention3D):
+                module.enabled = self.fusion_enabled
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each layer in the backward pass instead of storing its activations."""
+        for block in self.blocks():
+            block.gradient_checkpointing = True
+
+    def blocks(self) -> list[VideoBlock]:
+        return [*self.down_blocks, self.mid_block, *self.up_blocks]
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float, encoder_hidden_states: torch.Tensor,
+                images: bool = False) -> torch.Tensor:
+        if sample.dim() != 5:
+            raise ValueError(f"sample must be (B, C, F, H, W), got {tuple(sample.shape)}")
+        b, _, num_frames, height, width = sample.shape
+        if images and num_frames != 1:
+            raise ValueError(f"images=True takes F == 1, got F={num_frames}")
+        if encoder_hidden_states.shape[0] != b or encoder_hidden_states.shape[-1] != self.config.cross_attention_dim:
+            raise ValueError(f"encoder_hidden_states must be (B={b}, L, {self.config.cross_attention_dim}), "
+                             f"got {tuple(encoder_hidden_states.shape)}")
+        timestep = torch.as_tensor(timestep, device=sample.device)
+        timestep = timestep.reshape(-1).expand(b) if timestep.numel() == 1 else timestep
+        temb = self.time_embedding(self.time_proj(timestep).to(sample.dtype))  # (B, 4*C0)
+        temb = temb.repeat_interleave(num_frames, dim=0)  # (B*F, 4*C0)
+        text = encoder_hidden_states.repeat_interleave(num_frames, dim=0)  # (B*F, L, D)
+
+        h = sample.permute(0, 2, 1, 3, 4).reshape(b * num_frames, -1, height, width)  # (B*F, C, H, W)
+        h = self.conv_in(h)
+        if not images:
+            h = self.transformer_in(h, num_frames=num_frames, return_dict=False)[0]
+        skips = [h]
+        for block in self.down_blocks:
+            h, outputs = block(h, temb, text, num_frames, images)
+            skips += outputs
+        h, _ = self.mid_block(h, temb, text, num_frames, images)
+        for block in self.up_blocks:
+            # The encoder's size at the next level up, so odd sides (43 -> 22 -> 11 -> 6) come back exactly.
+            upsample_size = skips[-len(block.resnets) - 1].shape[-2:] if block.upsamplers is not None else None
+            h, _ = block(h, temb, text, num_frames, images, skips=skips, upsample_size=upsample_size)
+        h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
+        return h.view(b, num_frames, -1, height, width).permute(0, 2, 1, 3, 4)  # (B, C, F, H, W)
