@@ -70,6 +70,10 @@ class ShardConfig(_Section):
     """WebDataset output."""
 
     samples_per_shard: int = Field(256, ge=1, description="a shard closes after the whole video that brings it to this many samples")
+    writers: Literal["auto", "per_node", "head"] = Field(
+        "auto", description="'per_node': a shard writer on each node that runs video tasks, fed by that node's "
+        "videos (OUT must be object storage or a folder every node mounts); 'head': one writer on the driver's "
+        "node; 'auto': per_node for an object-storage OUT, head for a local one")
 
 
 class CaptionConfig(_Section):
@@ -125,6 +129,12 @@ class RunConfig(_Section):
         "none", description="on a rerun, also redo the videos whose latest row failed: 'transient' those whose "
         "failure a retry may cure (timeouts, rate limits, lost workers, disk full), 'all' every failed one; "
         "ok and filtered videos are never redone")
+    lock_ttl_s: float = Field(120.0, gt=0, description="OUT's lock (one job per OUT) is renewed every ttl/4 "
+                              "seconds; a lock not renewed for this long is taken over by the next job")
+    force_unlock: bool = Field(False, description="remove another job's lock on OUT, live or not (only when "
+                               "that job is known to be gone)")
+    lookahead: int = Field(1024, ge=1, description="input items read ahead of the running ones; local files "
+                           "go largest first within this window (the input is never held whole)")
 
 
 class SourceConfig(_Section):
@@ -143,6 +153,10 @@ class SourceConfig(_Section):
                               "video tasks of the node (0: unlimited)")
     rate_jitter: float = Field(0.5, ge=0, le=1, description="random +/- fraction of the interval between "
                                "downloads, so that nodes do not request in lockstep")
+    block_pause_s: float = Field(300.0, ge=0, description="a bot check or IP block pauses every download of "
+                                 "the node this long (circuit breaker), doubling with each block in a row")
+    block_pause_max_s: float = Field(3600.0, ge=0, description="longest pause of a node's downloads after "
+                                     "blocks in a row")
     retries: int = Field(4, ge=0, description="retries of a transient download failure (HTTP 429/5xx, timeouts, "
                          "cut connections); permanent ones (private, removed, ...) are never retried")
     backoff_s: float = Field(10.0, ge=0, description="first retry waits this long, each next one twice as long")

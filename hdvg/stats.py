@@ -23,8 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hdvg.contract import INDEX_DIR, STATUS_OK, VIDEOS_DIR
-from hdvg.shards import committed_names
+from hdvg.shards import committed_names, read_parts
 from hdvg.storage import Store
+from hdvg.tally import TALLY_COLUMNS, VideoTally
 
 UNKNOWN_CATEGORY = "unknown"  # clips whose source carries no category (local files, bare URLs)
 FIGURE_SIZE, FIGURE_DPI = (8.0, 4.5), 100  # every PNG is 800 x 450 pixels
@@ -43,7 +44,7 @@ class DatasetStats:
     duration_seconds: Counter = field(default_factory=Counter)  # whole seconds (floor) -> clips
     caption_words: Counter = field(default_factory=Counter)     # words of the caption -> clips
     uncaptioned: int = 0                                   # clips with a null or empty caption
-    failure_classes: Counter = field(default_factory=Counter)   # "status: stage or rule" -> videos
+    failure_classes: Counter = field(default_factory=Counter)   # reason group (hdvg.tally) -> videos
     max_clip_seconds: float = 0.0
 
     @property
@@ -85,18 +86,6 @@ def _moments(hist: Counter) -> dict:
     return {"mean": round(mean, 3), "median": median, "min": ordered[0][0], "max": ordered[-1][0]}
 
 
-def failure_class(status: str, reason: str | None) -> str:
-    """Group free-text reasons by their stage or rule: 'failed: probe: unreadable container: /x.mp4: ...'
-    -> 'failed: probe', 'filtered: below 720p: displayed 640x360' -> 'filtered: below 720p'. Reasons name
-    the stage or rule before the first colon (hdvg.process, hdvg.filtering); the rest is per video. A
-    download keeps its classification too ('download: private: ...' -> 'failed: download: private'):
-    at YouTube scale, why sources are gone is the chart's point."""
-    parts = [p.strip() for p in (reason or "no reason recorded").split(":", 2)]
-    if parts[0] == "download" and len(parts) == 3:
-        return f"{status}: download: {parts[1]}"
-    return f"{status}: {parts[0]}"
-
-
 def committed_parts(store: Store) -> list[tuple[str | None, str]]:
     """(index file or None, videos file) of every committed shard of OUT, in shard order."""
     names = committed_names(store)
@@ -124,27 +113,22 @@ def _add_index(stats: DatasetStats, table: pa.Table) -> None:
         stats.categories.update(cats if cats else [UNKNOWN_CATEGORY])
 
 
-def _add_videos(stats: DatasetStats, rows: list[dict]) -> None:
-    for row in rows:
-        stats.videos += 1
-        stats.videos_by_status[row["status"]] += 1
-        stats.source_seconds += row["duration"] or 0.0
-        if row["status"] != STATUS_OK:
-            stats.failure_classes[failure_class(row["status"], row["reason"])] += 1
+def _add_videos(stats: DatasetStats, tally: VideoTally) -> None:
+    stats.videos += tally.videos
+    stats.videos_by_status.update(tally.by_status)
+    stats.source_seconds += tally.seconds_in
+    stats.failure_classes.update(tally.groups())
 
 
 def dataset_stats(out: str | Path) -> DatasetStats:
     """Statistics of OUT (a folder or an object-storage URI) from its committed index and video tables."""
     store, stats = Store(out), DatasetStats()
-    latest: dict[str, dict] = {}  # a video retried with --retry-failed counts by its last row
-    for index, videos in committed_parts(store):
+    for index, _ in committed_parts(store):
         if index is not None:
             _add_index(stats, pq.read_table(index, columns=["start_time", "end_time", "caption", "categories"],
                                             filesystem=store.fs))
-        for row in pq.read_table(videos, columns=["video_id", "status", "reason", "duration"],
-                                 filesystem=store.fs).to_pylist():
-            latest[row["video_id"]] = row
-    _add_videos(stats, list(latest.values()))
+    table, _ = read_parts(store, TALLY_COLUMNS)  # a video retried with --retry-failed counts by its last row
+    _add_videos(stats, VideoTally.of_parts(table))
     return stats
 
 

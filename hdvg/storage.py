@@ -1,9 +1,15 @@
 """Where OUT lives: a local folder or object storage (`s3://`, `gs://`), through `pyarrow.fs`.
 
-Publishing a finished file is atomic in both: a rename within OUT locally, and a single upload to object
-storage, where an object (multipart included) becomes visible under its name only once complete. Object
-storage credentials and endpoints come from the usual environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL,
-GOOGLE_APPLICATION_CREDENTIALS, ...) and are never written anywhere by hdvg.
+Publishing a finished file is atomic in both and never leaves a partial file under its final name:
+
+* local: the file is fsynced, renamed into place, and its folder fsynced, so a commit survives a power
+  cut in the order it was made;
+* object storage: the file is uploaded under OUT/_tmp/ and then moved (a server-side copy, which is
+  atomic, then a delete) to its name. A failed upload leaves at most an object under _tmp/, which the next
+  run's `recover` removes, even when deleting it after the failure fails too.
+
+Object storage credentials and endpoints come from the usual environment (AWS_ACCESS_KEY_ID,
+AWS_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS, ...) and are never written anywhere by hdvg.
 """
 from __future__ import annotations
 
@@ -12,9 +18,11 @@ import hashlib
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -23,6 +31,15 @@ from hdvg.contract import TMP_DIR
 
 def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entry to disk (a folder's fsync makes the renames in it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Store:
@@ -54,37 +71,69 @@ class Store:
         selector = pafs.FileSelector(self.path(folder), allow_not_found=True)
         return sorted(i.base_name for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File)
 
+    def exists(self, folder: str, name: str) -> bool:
+        return self.fs.get_file_info(self.path(folder, name)).type == pafs.FileType.File
+
     def delete(self, folder: str, name: str) -> None:
         self.fs.delete_file(self.path(folder, name))
 
+    def move(self, folder: str, name: str, dest_folder: str) -> None:
+        """Move OUT/folder/name to OUT/dest_folder/name (a rename locally, copy + delete remotely)."""
+        self.makedirs(dest_folder)
+        self.fs.move(self.path(folder, name), self.path(dest_folder, name))
+
     def scratch(self) -> Path:
-        """A local folder for files being written: inside OUT when local (so publishing is a rename)."""
+        """A local folder for files being written: inside OUT when local (so publishing is a rename), else
+        the staging folder (under `run.scratch_dir` when given)."""
         d = self.local / TMP_DIR if self.local is not None else self._staging
         d.mkdir(parents=True, exist_ok=True)
         return d
 
     def clear_scratch(self) -> None:
+        """Remove what interrupted writers left: the local staging folder and, remotely, OUT/_tmp/."""
         shutil.rmtree(self.local / TMP_DIR if self.local is not None else self._staging, ignore_errors=True)
+        if self.local is None:
+            for name in self.list(TMP_DIR):
+                with contextlib.suppress(FileNotFoundError):
+                    self.delete(TMP_DIR, name)
 
     def publish(self, local_file: Path, folder: str, name: str) -> None:
-        """Move a finished local file to OUT/folder/name, atomically."""
+        """Move a finished local file to OUT/folder/name, atomically and durably."""
         if self.local is not None:
-            os.replace(local_file, self.local / folder / name)
+            dest = self.local / folder / name
+            fsync_path(local_file)
+            os.replace(local_file, dest)
+            fsync_path(dest.parent)
             return
-        path = self.path(folder, name)
-        dst = self.fs.open_output_stream(path)
+        staged = self.path(TMP_DIR, f"{uuid.uuid4().hex}-{name}")
         try:
-            with local_file.open("rb") as src:
+            with local_file.open("rb") as src, self.fs.open_output_stream(staged) as dst:
                 shutil.copyfileobj(src, dst, length=8 << 20)
+            self.fs.move(staged, self.path(folder, name))
         except BaseException:
-            # closing an S3 stream completes the upload: remove the partial object it leaves
+            # closing an S3 stream completes its upload: what it leaves is under _tmp/ only
             with contextlib.suppress(Exception):
-                dst.close()
-            with contextlib.suppress(Exception):
-                self.fs.delete_file(path)
+                self.fs.delete_file(staged)
             raise
-        dst.close()
         local_file.unlink()
+
+    def write_bytes(self, folder: str, name: str, data: bytes) -> None:
+        tmp = self.scratch() / f".{uuid.uuid4().hex}.tmp"
+        tmp.write_bytes(data)
+        self.publish(tmp, folder, name)
+
+    def read_bytes(self, folder: str, name: str) -> bytes:
+        with self.fs.open_input_stream(self.path(folder, name)) as f:
+            return f.read()
+
+    def write_text(self, name: str, text: str) -> None:
+        self.write_bytes("", name, text.encode())
+
+    def dataset(self, folder: str, names: list[str], schema: pa.Schema) -> pads.Dataset:
+        """The parquet files `names` of `folder` as one dataset read with `schema`: a column an older file
+        lacks reads as null, and only the columns asked for are read."""
+        return pads.dataset([self.path(folder, n) for n in names], schema=schema, format="parquet",
+                            filesystem=self.fs)
 
     def read_table(self, folder: str, columns: list[str] | None = None) -> pa.Table | None:
         names = [n for n in self.list(folder) if n.endswith(".parquet")]
@@ -92,11 +141,6 @@ class Store:
             return None
         return pa.concat_tables([pq.read_table(self.path(folder, n), columns=columns, filesystem=self.fs)
                                  for n in names])
-
-    def write_text(self, name: str, text: str) -> None:
-        tmp = self.scratch() / f".{name}.tmp"
-        tmp.write_text(text)
-        self.publish(tmp, "", name)
 
     def copy_to_local(self, dest: Path) -> Path:
         """A local copy of OUT (for checks that read files with tools that need paths)."""

@@ -23,7 +23,8 @@ from hdvg.contract import INDEX_DIR
 from hdvg.process import process_video
 from hdvg.shards import write_shards
 from hdvg.sources import list_inputs
-from hdvg.stats import FIGURE_DPI, FIGURE_SIZE, FIGURES, UNKNOWN_CATEGORY, dataset_stats, failure_class, write_figures
+from hdvg.stats import FIGURE_DPI, FIGURE_SIZE, FIGURES, UNKNOWN_CATEGORY, dataset_stats, write_figures
+from hdvg.tally import reason_group
 from tests.conftest import shared_file
 
 PNG_SIZE = (int(FIGURE_SIZE[0] * FIGURE_DPI), int(FIGURE_SIZE[1] * FIGURE_DPI))
@@ -112,15 +113,15 @@ def test_uncommitted_parts_are_not_counted(processed, tmp_path):
     assert dataset_stats(out).summary() == before
 
 
-def test_failure_class_keeps_stage_or_rule():
-    assert failure_class("failed", "probe: unreadable container: /v/a.mp4: Invalid data") == "failed: probe"
-    assert failure_class("filtered", "not widescreen: aspect 1.333 (960x720) vs 1.778 +/- 5%") == \
+def test_reason_group_keeps_stage_or_rule():
+    assert reason_group("failed", "probe: unreadable container: /v/a.mp4: Invalid data") == "failed: probe"
+    assert reason_group("filtered", "not widescreen: aspect 1.333 (960x720) vs 1.778 +/- 5%") == \
         "filtered: not widescreen"
-    assert failure_class("filtered", "no scene of at least 1 s") == "filtered: no scene of at least 1 s"
-    assert failure_class("failed", None) == "failed: no reason recorded"
-    assert failure_class("failed", "download: private: ERROR: [youtube] x: Private video") == \
+    assert reason_group("filtered", "no scene of at least 1 s") == "filtered: no scene of at least 1 s"
+    assert reason_group("failed", None) == "failed: no reason recorded"
+    assert reason_group("failed", "download: private: ERROR: [youtube] x: Private video") == \
         "failed: download: private"
-    assert failure_class("failed", "fetch: no such file: /v/a.mp4") == "failed: fetch"
+    assert reason_group("failed", "fetch: no such file: /v/a.mp4") == "failed: fetch"
 
 
 def test_cli_prints_summary_and_writes_figures(processed, tmp_path, capsys):
