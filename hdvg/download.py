@@ -4,12 +4,15 @@ transient, and classified when it is not.
 A failure ends as `DownloadFailed(classification, message, attempts)`, where `message` is yt-dlp's own
 text (with the proxy redacted). Permanent classes (private, removed, ...) are recorded at the first
 attempt; transient ones (HTTP 429/5xx, timeouts, cut connections) are retried with exponential backoff.
+A bot check or IP block (`blocked`) pauses the whole node's downloads (`RateLimiter.pause`, a circuit
+breaker) and the video tries again after the pause; `hdvg.failures` counts its failure as transient.
 Everything yt-dlp writes goes to the caller's scratch folder under fixed names (`source.<ext>`), never a
 name derived from the video id or title.
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import random
 import re
 import shutil
@@ -87,35 +90,86 @@ class DownloadFailed(Exception):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Rate limit
+# Rate limit and circuit breaker: the node's shared download state
+
+class NodePaused(Exception):
+    """The node's downloads are paused (a bot check or IP block) past the caller's deadline."""
+
+    def __init__(self, until: float):
+        super().__init__(f"paused until {until:.0f}")
+        self.until = until
+
 
 class RateLimiter:
-    """Downloads started per minute on one node, across processes: every video task of the node reserves
-    its start slot in one small state file under an exclusive `fcntl` lock, so N concurrent tasks share one
-    budget instead of each taking the full rate. Slots are spaced 60/rate seconds apart, each spacing
-    randomised by +/- `jitter` so that nodes and tasks do not request in lockstep."""
+    """Downloads started per minute on one node, across processes, and the node's pause after a bot check.
+
+    Every video task of the node keeps this state in one small JSON file under an exclusive `fcntl` lock,
+    so N concurrent tasks share one budget instead of each taking the full rate. Slots are spaced 60/rate
+    seconds apart, each spacing randomised by +/- `jitter` so that nodes and tasks do not request in lockstep.
+
+    Circuit breaker: a bot check or IP block is the node's state, not the video's. `pause` stops every
+    download of the node for `pause_s`, doubling with each block in a row up to `max_pause_s`; the first
+    download after the pause probes the source again and `resume` (a success) resets the doubling. Tasks
+    wait the pause out, or give up at once when it outlasts their deadline (`NodePaused`), so a flagged IP
+    neither keeps asking nor turns the rest of a part into permanent failures."""
 
     def __init__(self, per_minute: float, state: str | Path, jitter: float = 0.0, seed: int | None = None):
         self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
         self.state, self.jitter, self.random = Path(state), jitter, random.Random(seed)
 
-    def reserve(self, now: float) -> float:
-        """Take the next free slot; returns its start time (>= now)."""
-        if self.interval == 0:
-            return now
+    def _update(self, change) -> dict:
+        """Apply `change(state) -> new state or None` under the node's lock; the state it leaves."""
         with open(self.state, "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
             f.seek(0)
-            text = f.read().strip()
-            start = max(now, float(text) if text else 0.0)
-            spacing = self.interval * (1 + self.random.uniform(-self.jitter, self.jitter))
-            f.seek(0)
-            f.truncate()
-            f.write(repr(start + spacing))
-        return start
+            try:
+                state = json.loads(f.read() or "{}")
+            except json.JSONDecodeError:  # torn by a crash mid-write: start afresh
+                state = {}
+            new = change(dict(state))
+            if new is not None and new != state:
+                f.seek(0)
+                f.truncate()
+                f.write(json.dumps(new))
+                state = new
+        return state
 
-    def acquire(self) -> None:
-        now = time.time()  # wall clock: shared by every process of the node
+    def reserve(self, now: float) -> float:
+        """Take the next free slot at or after `now` and after any pause; returns its start time."""
+        if self.interval == 0 and not self.state.exists():
+            return now  # unlimited and never paused: no shared state needed
+
+        def take(state: dict) -> dict:
+            start = max(now, state.get("next", 0.0) if self.interval else 0.0, state.get("paused_until", 0.0))
+            spacing = self.interval * (1 + self.random.uniform(-self.jitter, self.jitter))
+            return {**state, "next": start + spacing, "start": start}
+
+        return self._update(take)["start"]
+
+    def paused_until(self) -> float:
+        return self._update(lambda state: None).get("paused_until", 0.0) if self.state.exists() else 0.0
+
+    def pause(self, now: float, pause_s: float, max_pause_s: float) -> float:
+        """A download met a bot check or IP block: pause the node; returns when the pause ends."""
+        def trip(state: dict) -> dict:
+            blocks = state.get("blocks", 0) + 1
+            until = max(state.get("paused_until", 0.0), now + min(max_pause_s, pause_s * 2 ** (blocks - 1)))
+            return {**state, "blocks": blocks, "paused_until": until}
+
+        return self._update(trip)["paused_until"]
+
+    def resume(self) -> None:
+        """A download succeeded: the next block pauses for `pause_s` again."""
+        if self.state.exists():
+            self._update(lambda state: {**state, "blocks": 0} if state.get("blocks") else None)
+
+    def acquire(self, deadline: float = float("inf")) -> None:
+        """Wait for this download's slot (wall-clock times: shared by every process of the node); raises
+        NodePaused, without waiting, when the node's pause ends after `deadline`."""
+        until = self.paused_until()
+        if until > deadline:
+            raise NodePaused(until)
+        now = time.time()
         time.sleep(max(0.0, self.reserve(now) - now))
 
 
@@ -223,15 +277,24 @@ def download(url: str, scratch: str | Path, cfg: SourceConfig, limiter: RateLimi
     deadline = started + cfg.download_timeout_s
     # the proxy's password may also appear on its own (e.g. in a ProxyError's repr)
     secrets = [cfg.proxy, urllib.parse.urlparse(cfg.proxy).password if cfg.proxy else None, cfg.cookies]
-    attempt = 0
+    attempt, cls, msg = 0, None, None
     while True:
-        attempt += 1
         if limiter is not None:
-            limiter.acquire()
+            try:
+                limiter.acquire(time.time() + deadline - time.monotonic())
+            except NodePaused as paused:
+                if cls == "blocked":  # this video's own block: its message says why
+                    raise DownloadFailed(cls, msg, attempt) from None
+                raise DownloadFailed("blocked", f"downloads on this node are paused for "
+                                     f"{paused.until - time.time():.0f} s more after a bot check or IP block, "
+                                     f"past this download's deadline", attempt) from None
+        attempt += 1
         try:
             got = _attempt(url, scratch, cfg, deadline)
             got.attempts = attempt
             (scratch / "cookies.txt").unlink(missing_ok=True)
+            if limiter is not None:
+                limiter.resume()
             return got
         except DownloadFailed as exc:
             cls, msg = exc.classification, exc.message
@@ -242,6 +305,11 @@ def download(url: str, scratch: str | Path, cfg: SourceConfig, limiter: RateLimi
             msg = redact(re.sub(r"\s+", " ", str(exc)).strip(), secrets)
             cls = classify(msg)
         _clean(scratch)
+        if cls == "blocked" and limiter is not None:
+            # the node pauses; the next acquire waits the pause out (or gives up past the deadline)
+            limiter.pause(time.time(), cfg.block_pause_s, cfg.block_pause_max_s)
+            if attempt <= cfg.retries:
+                continue
         backoff = cfg.backoff_s * 2 ** (attempt - 1)
         if not is_transient(cls) or attempt > cfg.retries or time.monotonic() + backoff > deadline:
             raise DownloadFailed(cls, msg, attempt)

@@ -14,6 +14,7 @@ import pytest
 from hdvg.config import SourceConfig, build_config
 from hdvg.contract import SOURCE_META_FIELDS, STATUS_FAILED, STATUS_OK
 from hdvg.download import DownloadFailed, RateLimiter, classify, download, format_selector, is_transient
+from hdvg.failures import TRANSIENT, failure_class
 from hdvg.process import process_video
 from hdvg.sources import WorkItem, fetch
 
@@ -24,11 +25,13 @@ FAST = dict(retries=2, backoff_s=0.01, rate_limit=0, socket_timeout_s=2)
 class VideoServer(http.server.ThreadingHTTPServer):
     """Serves one MP4 under any path; the path's first word picks a behaviour:
     /ok/..., /missing/... (404), /busy/... (429 on the first request), /down/... (503 always),
-    /cut/... (closes after half the bytes, every time), /cutonce/... (once), /drip/... (slow trickle)."""
+    /cut/... (closes after half the bytes, every time), /cutonce/... (once), /drip/... (slow trickle),
+    /bot/... (YouTube's bot check, as a 403 reason, always), /botonce/... (on the first request only)."""
 
     def __init__(self, video: bytes):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.video, self.hits, self.lock = video, {}, threading.Lock()
+        self.times: dict[str, list[float]] = {}  # wall-clock time of each request, per path
 
     @property
     def base(self) -> str:
@@ -43,7 +46,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         server: VideoServer = self.server
         with server.lock:
             server.hits[self.path] = n = server.hits.get(self.path, 0) + 1
+            server.times.setdefault(self.path, []).append(time.time())
         kind = self.path.split("/")[1]
+        if kind == "bot" or (kind == "botonce" and n == 1):
+            return self.send_error(403, "Sign in to confirm you're not a bot")
         if kind == "missing":
             return self.send_error(404)
         if kind == "busy" and n == 1:
@@ -199,3 +205,53 @@ def test_format_selection_prefers_720p_widescreen_h264_video_only():
     assert video_only.startswith("bv[height=720][aspect_ratio>1.7][vcodec^=avc1][ext=mp4]/")
     assert "+ba" not in video_only and video_only.endswith("/b")
     assert "+ba[ext=m4a]" in format_selector(audio=True)
+
+
+BOT = dict(FAST, block_pause_s=0.6, block_pause_max_s=5.0)
+
+
+def test_a_bot_check_pauses_the_nodes_downloads_then_the_video_tries_again(server, tmp_path):
+    """Circuit breaker: a block pauses every download of the node (two tasks sharing one state file); the
+    other task's first request waits for the pause's end; the blocked video succeeds after it."""
+    state = tmp_path / "node"
+    blocked, other = RateLimiter(0, state), RateLimiter(0, state)
+    cfg = SourceConfig(**BOT)
+    started = time.time()
+    got = download(f"{server.base}/botonce/a.mp4", _empty(tmp_path / "a"), cfg, blocked)
+    assert got.attempts == 2 and got.path.is_file()
+    first, *later = server.times["/botonce/a.mp4"]
+    assert later[0] - first >= 0.6  # it asked again only after the node's pause
+    # a pause set by a block holds every task of the node back, not only the one that was blocked
+    until = other.pause(time.time(), cfg.block_pause_s, cfg.block_pause_max_s)
+    download(f"{server.base}/ok/b.mp4", _empty(tmp_path / "b"), cfg, blocked)
+    assert server.times["/ok/b.mp4"][0] >= until and until - started >= 0.6
+
+
+def test_a_persistent_block_doubles_the_pause_and_ends_transient_not_permanent(server, tmp_path):
+    state = tmp_path / "node"
+    limiter = RateLimiter(0, state)
+    with pytest.raises(DownloadFailed) as err:
+        download(f"{server.base}/bot/c.mp4", _empty(tmp_path / "c"), SourceConfig(**BOT), limiter)
+    assert err.value.classification == "blocked" and err.value.attempts == 3
+    assert "not a bot" in err.value.message
+    times = server.times["/bot/c.mp4"]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps[0] >= 0.6 and gaps[1] >= 1.2  # 0.6 s, then doubled
+    assert failure_class(f"download: {err.value}") == TRANSIENT
+    # a task whose deadline ends inside the pause fails at once, without asking the blocked source again
+    started = time.monotonic()
+    with pytest.raises(DownloadFailed) as err:
+        download(f"{server.base}/ok/d.mp4", _empty(tmp_path / "d"),
+                 SourceConfig(**{**BOT, "download_timeout_s": 0.5}), limiter)
+    assert err.value.classification == "blocked" and "paused" in err.value.message
+    assert time.monotonic() - started < 0.5 and "/ok/d.mp4" not in server.hits
+    limiter.resume()  # a success resets the doubling
+    assert json.loads(state.read_text())["blocks"] == 0
+
+
+def test_a_blocked_video_row_is_transient(server, tmp_path):
+    cfg = build_config(values={"input": "-", "output": "-",
+                               **{f"source.{k}": v for k, v in {**BOT, "retries": 0}.items()}})
+    row = process_video(WorkItem("x", f"{server.base}/bot/e.mp4"), cfg, tmp_path).row
+    assert row["status"] == STATUS_FAILED and row["reason"].startswith("download: blocked: ")
+    assert row["failure"] == TRANSIENT
