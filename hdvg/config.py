@@ -8,6 +8,7 @@ validates the result once at start-up and names the bad field in its error.
 from __future__ import annotations
 
 import json
+import os
 import string
 from pathlib import Path
 from typing import Any, Literal
@@ -147,8 +148,11 @@ class SourceConfig(_Section):
                                   "(default: record it as missing)")
     cookies: str | None = Field(None, repr=False, description="Netscape cookies file for yt-dlp (read, never "
                                 "written back, never logged)")
-    proxy: str | None = Field(None, repr=False, description="proxy URL for yt-dlp, e.g. socks5://host:1080 "
-                              "(never logged)")
+    proxy: str | None = Field(None, repr=False, description="proxy URL for yt-dlp, e.g. socks5://user:pw@host:1080 "
+                              "(never logged). Never a command-line value, which `ps`, `ray job list` and the "
+                              "dashboard show: it comes from $HDVG_PROXY, proxy_file or the --config file")
+    proxy_file: str | None = Field(None, description="file whose first line is the proxy URL, e.g. a mounted "
+                                   "Secret; read once at start-up")
     rate_limit: float = Field(30.0, ge=0, description="downloads started per minute per node, shared by all "
                               "video tasks of the node (0: unlimited)")
     rate_jitter: float = Field(0.5, ge=0, le=1, description="random +/- fraction of the interval between "
@@ -190,6 +194,13 @@ class SourceConfig(_Section):
             raise ValueError("no such file")  # fail at start-up, not in every download
         return cookies
 
+    @field_validator("proxy_file")
+    @classmethod
+    def _proxy_file_readable(cls, proxy_file: str | None) -> str | None:
+        if proxy_file is not None and not Path(proxy_file).is_file():
+            raise ValueError("no such file")
+        return proxy_file
+
     @field_validator("parts")
     @classmethod
     def _part_in_range(cls, parts: int, info: ValidationInfo) -> int:
@@ -209,6 +220,13 @@ class CurateConfig(_Section):
     shards: ShardConfig = ShardConfig()
     captioner: CaptionConfig = CaptionConfig()
     source: SourceConfig = SourceConfig()
+
+
+# Fields that may hold credentials: never set from the command line (argv is public: `ps`, `ray job list`,
+# the Ray dashboard), never echoed in an error. The proxy comes from PROXY_ENV, source.proxy_file or a
+# config file; cookies are a file path (source.cookies), the file itself never leaves the node.
+SECRET_FIELDS = ("source.proxy",)
+PROXY_ENV = "HDVG_PROXY"
 
 
 class ConfigError(ValueError):
@@ -266,20 +284,44 @@ def build_config(file: str | Path | None = None, values: dict[str, Any] | None =
     tree: dict = read_config_file(file) if file else {}
     for dotted, value in (values or {}).items():
         if value is not None:
+            _refuse_secret(dotted)
             _set_path(tree, dotted, value)
     for item in sets or []:
         if "=" not in item:
             raise ConfigError(f"invalid configuration:\n  --set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
+        _refuse_secret(key.strip())
         _set_path(tree, key.strip(), _parse_scalar(raw))
+    _resolve_proxy(tree)
     try:
         return CurateConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_errors(err)) from None
 
 
+def _refuse_secret(dotted: str) -> None:
+    if dotted in SECRET_FIELDS:
+        raise ConfigError(f"invalid configuration:\n  {dotted}: never given on the command line (ps, ray job list "
+                          f"and the dashboard show it): set ${PROXY_ENV}, source.proxy_file or the --config file")
+
+
+def _resolve_proxy(tree: dict) -> None:
+    """The proxy, once, on the driver: source.proxy_file, else $HDVG_PROXY, else what the config file says.
+    The resolved value travels to the workers inside the config (Ray task arguments are not shown)."""
+    source = tree.get("source") if isinstance(tree.get("source"), dict) else None
+    proxy_file = (source or {}).get("proxy_file")
+    if isinstance(proxy_file, str) and Path(proxy_file).is_file():  # else the field validator names it
+        lines = Path(proxy_file).read_text().strip().splitlines()
+        if not lines:
+            raise ConfigError("invalid configuration:\n  source.proxy_file: the file is empty")
+        tree.setdefault("source", {})["proxy"] = lines[0].strip()
+    elif os.environ.get(PROXY_ENV):
+        tree.setdefault("source", {})["proxy"] = os.environ[PROXY_ENV].strip()
+
+
 def leaf_fields() -> list[tuple[str, Any]]:
-    """(dotted name, FieldInfo) of every settable field; the CLI makes one flag of each."""
+    """(dotted name, FieldInfo) of every field settable from the command line; the CLI makes one flag of
+    each. Secret fields are left out (SECRET_FIELDS)."""
     out = []
     for name, info in CurateConfig.model_fields.items():
         ann = info.annotation
@@ -287,4 +329,4 @@ def leaf_fields() -> list[tuple[str, Any]]:
             out += [(f"{name}.{sub}", sinfo) for sub, sinfo in ann.model_fields.items()]
         else:
             out.append((name, info))
-    return out
+    return [(dotted, info) for dotted, info in out if dotted not in SECRET_FIELDS]

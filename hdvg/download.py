@@ -198,11 +198,22 @@ class _Deadline(Exception):
     """Raised from yt-dlp's progress hook once `download_timeout_s` has passed; aborts the transfer."""
 
 
-def redact(text: str, secrets: list[str | None]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "<redacted>")
-    return text
+# user:password@ inside any URL (a proxy, a mirror, a presigned link), whoever configured it
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@:'\"]+:[^/\s@'\"]*@")
+
+
+def secrets_of(cfg: SourceConfig) -> list[str]:
+    """What must never reach a row or a log line: the proxy URL, its password alone (it may appear in a
+    ProxyError's repr), the cookies file's path."""
+    password = urllib.parse.urlparse(cfg.proxy).password if cfg.proxy else None
+    return [s for s in (cfg.proxy, password, cfg.cookies) if s]
+
+
+def redact(text: str, secrets: list[str | None] = ()) -> str:
+    """`text` without `secrets` and without credentials written into any URL."""
+    for s in sorted((s for s in secrets if s), key=len, reverse=True):  # a URL before the password in it
+        text = text.replace(s, "<redacted>")
+    return _URL_CREDENTIALS.sub("<redacted>@", text)
 
 
 def source_meta(info: dict) -> dict:
@@ -275,8 +286,7 @@ def download(url: str, scratch: str | Path, cfg: SourceConfig, limiter: RateLimi
     scratch = Path(scratch)
     started = time.monotonic()
     deadline = started + cfg.download_timeout_s
-    # the proxy's password may also appear on its own (e.g. in a ProxyError's repr)
-    secrets = [cfg.proxy, urllib.parse.urlparse(cfg.proxy).password if cfg.proxy else None, cfg.cookies]
+    secrets = secrets_of(cfg)
     attempt, cls, msg = 0, None, None
     while True:
         if limiter is not None:

@@ -27,6 +27,7 @@ from hdvg.config import CurateConfig
 from hdvg.contract import SOURCE_META_FIELDS, STATUS_FAILED, STATUS_FILTERED, STATUS_OK
 from hdvg.failures import failure_class
 from hdvg.cutting import CutClip, CutError, SceneClips, cut_clips, cut_video
+from hdvg.download import redact, secrets_of
 from hdvg.filtering import filter_video
 from hdvg.metadata import clip_frames, map_scene
 from hdvg.probe import ProbeError, VideoInfo, probe
@@ -65,6 +66,7 @@ def video_row(item: WorkItem, status: str, reason: str | None, info: VideoInfo |
               clips: list[ClipSample] = (), fetched: Fetched | None = None, note: str | None = None,
               attempts: int | None = None) -> dict:
     """The VIDEO_SCHEMA row of a video; the one row builder (the pipeline's failed rows use it too)."""
+    reason = redact(reason) if reason else reason  # no credentials written into a URL reach a row
     return {
         "video_id": item.video_id, "source": item.source, "status": status, "reason": reason,
         "failure": failure_class(reason) if status == STATUS_FAILED else None,
@@ -213,11 +215,13 @@ def process_video(item: WorkItem, cfg: CurateConfig, scratch: str | Path | None 
         stage = "probe" if isinstance(exc, ProbeError) else "decode" if isinstance(exc, DecodeError) else "cut"
         result = VideoResult(video_row(item, STATUS_FAILED, f"{stage}: {exc}", info, fetched=fetched))
     except Exception as exc:  # a bug or an unforeseen input must not end the job: record it, log the trace
-        log.error("video %s: %s", item.video_id, traceback.format_exc())
+        log.error("video %s: %s", item.video_id, redact(traceback.format_exc(), secrets_of(cfg.source)))
         result = VideoResult(video_row(item, STATUS_FAILED, f"internal error: {type(exc).__name__}: {exc}",
                                        info, fetched=fetched))
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)  # downloads and cut files alike: bounded scratch
+    if result.row["reason"]:  # every stage's message, with the configured secrets taken out
+        result.row["reason"] = redact(result.row["reason"], secrets_of(cfg.source))
     result.row["wall_s"] = round(time.monotonic() - started, 3)
     return result
