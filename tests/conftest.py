@@ -1,20 +1,27 @@
-"""Shared fixtures. Tests that need the real media of ../shared/data skip with the reason when it is absent."""
+"""Shared fixtures. Tests that need the real media of ../shared/data skip with the reason when it is absent,
+and fail instead where HDVG_REQUIRE_MEDIA=1 (CI: .ci/run), so that a CI run never passes by skipping them."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+REQUIRE_MEDIA = "HDVG_REQUIRE_MEDIA"
 
 
 def shared_file(relative: str) -> Path:
-    """A file of ../shared/data, or skip the test (a user's clone has no ../shared)."""
+    """A file of ../shared/data, or skip the test (a user's clone has no ../shared); under
+    HDVG_REQUIRE_MEDIA=1 a missing file fails the test."""
     path = SHARED / relative
     if not path.exists():
-        pytest.skip(f"needs ../shared/data/{relative} (real test media beside the repo), absent here")
+        reason = f"needs ../shared/data/{relative} (real test media beside the repo), absent here"
+        if os.environ.get(REQUIRE_MEDIA) == "1":
+            pytest.fail(f"{reason}, and {REQUIRE_MEDIA}=1 requires it", pytrace=False)
+        pytest.skip(reason)
     return path
 
 
