@@ -94,10 +94,11 @@ class UNetConfig:
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "UNetConfig":
-        """Four levels (so 43 -> 22 -> 11 -> 6 is exercised) at widths that train on a CPU in seconds."""
+        """Four levels (so 43 -> 22 -> 11 -> 6 is exercised) at widths that train on a CPU in seconds; the
+        transformer_in split (8 heads) is the one a tiny `UNet3DConditionModel(attention_head_dim=8)` has."""
         sizes: dict[str, Any] = dict(
             block_out_channels=(16, 16, 32, 32), cross_attention_dim=32, attention_head_dim=8,
-            transformer_in_heads=2, transformer_in_head_dim=8, norm_num_groups=8, fusion_head_dim=8,
+            transformer_in_heads=8, transformer_in_head_dim=8, norm_num_groups=8, fusion_head_dim=8,
             window=(2, 3, 6), layers_per_block=1,
         )
         return cls(**{**sizes, **overrides})
