@@ -1,0 +1,69 @@
+"""Prompt sets: the shipped UCF-101 list, MSR-VTT (one caption per video, seed 42) and WebVid annotation
+files of ../shared/data, and the interleaved, seeded samples built from them."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from model.eval.prompts import (build_samples, load_prompts, msrvtt_prompts, ucf101_prompts, webvid_prompts)
+from tests.conftest import shared_file
+
+# UCF-101's ucfTrainTestlist/classInd.txt, in its order
+UCF101_CLASSES = """ApplyEyeMakeup ApplyLipstick Archery BabyCrawling BalanceBeam BandMarching BaseballPitch Basketball
+BasketballDunk BenchPress Biking Billiards BlowDryHair BlowingCandles BodyWeightSquats Bowling BoxingPunchingBag
+BoxingSpeedBag BreastStroke BrushingTeeth CleanAndJerk CliffDiving CricketBowling CricketShot CuttingInKitchen Diving
+Drumming Fencing FieldHockeyPenalty FloorGymnastics FrisbeeCatch FrontCrawl GolfSwing Haircut Hammering HammerThrow
+HandstandPushups HandstandWalking HeadMassage HighJump HorseRace HorseRiding HulaHoop IceDancing JavelinThrow
+JugglingBalls JumpingJack JumpRope Kayaking Knitting LongJump Lunges MilitaryParade Mixing MoppingFloor Nunchucks
+ParallelBars PizzaTossing PlayingCello PlayingDaf PlayingDhol PlayingFlute PlayingGuitar PlayingPiano PlayingSitar
+PlayingTabla PlayingViolin PoleVault PommelHorse PullUps Punch PushUps Rafting RockClimbingIndoor RopeClimbing Rowing
+SalsaSpin ShavingBeard Shotput SkateBoarding Skiing Skijet SkyDiving SoccerJuggling SoccerPenalty StillRings
+SumoWrestling Surfing Swing TableTennisShot TaiChi TennisSwing ThrowDiscus TrampolineJumping Typing UnevenBars
+VolleyballSpiking WalkingWithDog WallPushups WritingOnBoard YoYo""".split()
+
+
+def test_ucf101_prompts_are_the_101_classes_in_order():
+    prompts = ucf101_prompts()
+    assert len(prompts) == 101 == len(set(prompts))
+    assert prompts == [" ".join(re.findall(r"[A-Z][a-z]*", name)) for name in UCF101_CLASSES]
+    assert prompts[0] == "Apply Eye Makeup" and prompts[-1] == "Yo Yo"
+
+
+def test_ucf101_protocol_is_100_samples_per_prompt_interleaved_and_seeded():
+    prompts, per_prompt = load_prompts("ucf101")
+    samples = build_samples(prompts, per_prompt, None, seed=7)
+    assert len(samples) == 10_100
+    assert [s.prompt for s in samples[:3]] == prompts[:3] and samples[101].prompt == prompts[0]
+    assert [s.seed for s in samples[:3]] == [7, 8, 9] and samples[-1].index == 10_099
+    first = build_samples(prompts, per_prompt, 202, seed=7)
+    assert first == samples[:202]  # a prefix covers every prompt twice
+    assert {s.prompt for s in first} == set(prompts)
+
+
+def test_msrvtt_one_caption_per_video_drawn_with_seed_42():
+    path = shared_file("metadata/msrvtt/panda70m_msrvtt_caption_test_first300.json")
+    entries = {e["video"].removesuffix(".mp4"): e["caption"] for e in json.loads(path.read_text())}
+    prompts = msrvtt_prompts(path)
+    assert len(prompts) == 300
+    for (video, captions), prompt in zip(sorted(entries.items()), prompts):
+        assert prompt in captions
+    assert msrvtt_prompts(path) == prompts  # deterministic
+    assert msrvtt_prompts(path, seed=0) != prompts  # and the draw really depends on the seed
+    jsfusion = msrvtt_prompts(shared_file("metadata/msrvtt/MSRVTT_JSFUSION_test_semicolon.csv"))
+    assert len(jsfusion) == 1000 and "a little girl does gymnastics" in jsfusion
+
+
+def test_webvid_captions_from_a_csv_and_clear_errors(tmp_path):
+    prompts = webvid_prompts(shared_file("metadata/webvid/video2dataset_test_webvid.csv"))
+    assert len(prompts) == 20 and prompts[1] == "Horse grazing - seperated on green screen"
+    with pytest.raises(ValueError, match="--annotations"):
+        load_prompts("msrvtt")
+    with pytest.raises(ValueError, match="ucf101"):
+        load_prompts("no-such-set")
+    (tmp_path / "bad.csv").write_text("videoid,url\n1,x\n")
+    with pytest.raises(ValueError, match="`name`"):
+        webvid_prompts(tmp_path / "bad.csv")
+    (tmp_path / "mine.txt").write_text("# my prompts\na cat\n\na dog\n")
+    assert load_prompts(str(tmp_path / "mine.txt")) == (["a cat", "a dog"], 1)
