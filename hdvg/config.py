@@ -162,8 +162,8 @@ class SourceConfig(_Section):
     block_pause_max_s: float = Field(3600.0, ge=0, description="longest pause of a node's downloads after "
                                      "blocks in a row")
     retries: int = Field(4, ge=0, description="retries of a transient download failure (HTTP 429/5xx, timeouts, "
-                         "cut connections) and of a bot check after the node's pause; permanent ones (private, removed, ...) "
-                         "are never retried")
+                         "cut connections) and of a bot check after the node's pause; permanent ones (private, "
+                         "removed, ...) are never retried")
     backoff_s: float = Field(10.0, ge=0, description="first retry waits this long, each next one twice as long")
     socket_timeout_s: float = Field(30.0, gt=0, description="a connection silent this long fails (transient)")
     download_timeout_s: float = Field(1800.0, gt=0, description="wall-clock limit of one video's download, "

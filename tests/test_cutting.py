@@ -168,7 +168,8 @@ def full_disk(tmp_path):
         pytest.skip("mounts a small tmpfs to fill a disk: needs root")
     mount = tmp_path / "small"
     mount.mkdir()
-    got = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True, text=True)
+    got = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)],
+                         capture_output=True, text=True)
     if got.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {got.stderr.strip()}")
     yield mount

@@ -204,6 +204,23 @@ def test_rayjob_lifecycle_and_entrypoint(job):
     assert volume["configMap"]["name"] == load(K8S / "curate-config.yaml")["metadata"]["name"]
 
 
+def test_youtube_secrets_are_mounted_where_the_driver_and_the_workers_read_them(cluster, job):
+    """The driver (head) checks the cookies file and reads source.proxy_file at start-up, the video tasks
+    use the cookies: every pod mounts Secret hdvg-youtube at the one path the config names, outside the
+    read-only ConfigMap mount (a mount point inside it cannot be created)."""
+    for spec in (cluster["spec"], job["spec"]["rayClusterSpec"]):
+        pods = [spec["headGroupSpec"]["template"]["spec"]]
+        pods += [g["template"]["spec"] for g in spec["workerGroupSpecs"] if g["groupName"] != "caption"]
+        for pod in pods:
+            mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+            secret = next(v for v in pod["volumes"] if v["name"] == "youtube")["secret"]
+            assert secret["secretName"] == "hdvg-youtube" and mounts["youtube"] == "/etc/hdvg-youtube"
+            assert all(not p.startswith(mounts["youtube"] + "/") and not mounts["youtube"].startswith(p + "/")
+                       for p in mounts.values() if p != mounts["youtube"])
+    for text in ((K8S / "curate-config.yaml").read_text(), (DEPLOY / "ray" / "curate.yaml").read_text()):
+        assert "cookies: /etc/hdvg-youtube/cookies.txt" in text and "proxy_file: /etc/hdvg-youtube/proxy" in text
+
+
 # ---------------------------------------------------------------- security defaults
 
 def assert_token_auth(env: list[dict]) -> None:

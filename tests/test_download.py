@@ -147,7 +147,8 @@ def test_proxy_and_cookies_stay_out_of_rows_and_the_cookie_file_is_untouched(ser
     before = cookies.read_bytes()
     proxy = tmp_path / "proxy"  # a mounted Secret, say; nothing listens on port 9: the proxy fails
     proxy.write_text("http://user:SECRETPASS@127.0.0.1:9\n")
-    cfg = build_config(values={"input": "-", "output": "-", "source.proxy_file": str(proxy), "source.cookies": str(cookies),
+    cfg = build_config(values={"input": "-", "output": "-", "source.proxy_file": str(proxy),
+                               "source.cookies": str(cookies),
                                **{f"source.{k}": v for k, v in FAST.items()}})
     result = process_video(WorkItem("x", f"{server.base}/ok/f.mp4"), cfg, tmp_path)
     row = json.dumps(result.row)
