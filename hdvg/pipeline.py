@@ -1,41 +1,41 @@
-"""The curation job on Ray: tasks and actors wiring the plain stage functions.
+"""The curation job on Ray: the tasks and actors around the plain stage functions, and `run_curation`.
 
     input videos --(task per video, `cpus_per_video` CPUs)--> process_video: fetch, probe, filter,
-                   detect, cut, keyframes; returns (row, clip metas) + keyframe JPEGs + MP4s as 3 objects
-                 --(captioner actor pool, may ask for GPUs)--> captions of the keyframes
-                 --(one writer actor on the driver's node)--> committed shards, index, videos table
+                   detect, cut, keyframes; returns (row, clip metas, node) + keyframe JPEGs + MP4s as 3 objects
+                 --(captioner actor pool, may ask for GPUs)--> captions of the clips that lack one
+                 --(a shard writer per node, or one on the driver's node)--> committed shards, index, videos
 
 The driver only ever fetches the small (row, metas) object; keyframes go straight from the video task to
-a captioner and clip bytes straight to the writer through the object store. At most
-`max_inflight_videos` videos are between submission and commit, which bounds memory, object store and
-scratch disk (a video task deletes its scratch folder before returning).
+a captioner and clip bytes straight to the writer of the node that cut them, through the object store.
+`hdvg.scheduler` moves each video through these stages; at most `max_inflight_videos` videos are between
+submission and their writer, which bounds memory, object store and scratch disk (a video task deletes its
+scratch folder before returning).
 """
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import ray
-from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hdvg.captioning import CaptionerSpec, build_captioner, build_preprocessor, caption_groups, resolve_captioner
 from hdvg.config import ConfigError, CurateConfig
-from hdvg.contract import STATUS_FAILED
-from hdvg.process import process_video, video_row
-from hdvg.shards import ShardWriter, recover, write_stats
+from hdvg.lock import OutLock
+from hdvg.process import process_video
+from hdvg.scheduler import Scheduler, local_size, read_ahead
+from hdvg.shards import ShardWriter, recover, remove_uncommitted, write_stats
 from hdvg.sources import WorkItem, is_release_input, list_inputs
+from hdvg.storage import Store, is_remote
 
 log = logging.getLogger("hdvg")
 
 
 def _process_task(item: WorkItem, cfg: CurateConfig, scratch: str | None):
     result = process_video(item, cfg, scratch)
-    return ((result.row, [c.meta for c in result.clips]),
+    node = ray.get_runtime_context().get_node_id()
+    return ((result.row, [c.meta for c in result.clips], node),
             [c.jpg for c in result.clips], [c.mp4 for c in result.clips])
 
 
@@ -44,8 +44,8 @@ def _process_task(item: WorkItem, cfg: CurateConfig, scratch: str | None):
 PREPROCESS_CPUS = 0.25
 
 
-def _preprocess_task(spec: CaptionerSpec, jpgs: list[bytes]):
-    return build_preprocessor(spec)(jpgs)
+def _preprocess_task(spec: CaptionerSpec, jpgs: list[bytes], need: list[int]):
+    return build_preprocessor(spec)([jpgs[i] for i in need])
 
 
 class CaptionActor:
@@ -69,18 +69,46 @@ class CaptionActor:
                 "span_s": (c.last_end - c.first_start) if getattr(c, "first_start", None) else 0.0}
 
 
+def merge_captions(metas: list[dict], need: list[int], captioned: tuple | None, fallback: str) -> None:
+    """Fill the clips at positions `need` with their captions (captions, captioner name), in order; without
+    captions (no model) they are marked with `fallback` and stay empty. Other clips keep what they carry
+    (e.g. the captions of a released dataset)."""
+    captions, name = captioned if captioned is not None else ([None] * len(need), fallback)
+    if len(captions) != len(need):
+        raise ValueError(f"{len(captions)} captions for {len(need)} clips")
+    for i, text in zip(need, captions):
+        metas[i]["caption"], metas[i]["captioner"] = text, name
+
+
+class ShardNumbers:
+    """Hands out shard numbers to the job's writers, each exactly once, and remembers who took which."""
+
+    def __init__(self, first: int):
+        self.next_number, self.taken = first, {}
+
+    def take(self, writer_id: str) -> int:
+        number, self.next_number = self.next_number, self.next_number + 1
+        self.taken.setdefault(writer_id, []).append(number)
+        return number
+
+    def numbers_of(self, writer_id: str) -> list[int]:
+        return self.taken.get(writer_id, [])
+
+
 class WriterActor:
-    """The ShardWriter of this job, kept on the driver's node (OUT is local to it, or object storage)."""
+    """A ShardWriter of this job on one node; its shard numbers come from the job's ShardNumbers."""
 
-    def __init__(self, out: str, samples_per_shard: int, first: int):
-        self.writer = ShardWriter(out, samples_per_shard, first)
+    def __init__(self, out: str, samples_per_shard: int, numbers, writer_id: str, fallback_captioner: str,
+                 scratch_dir: str | None):
+        self.numbers, self.writer_id, self.fallback = numbers, writer_id, fallback_captioner
+        self.writer = ShardWriter(out, samples_per_shard, next_number=self._take, scratch_dir=scratch_dir)
 
-    def add(self, head, captioned, jpgs, mp4s) -> str | None:
-        row, metas = head
-        if captioned:  # else the metas keep what they carry (e.g. captions of a released dataset)
-            captions, name = captioned
-            for meta, text in zip(metas, captions):
-                meta["caption"], meta["captioner"] = text, name
+    def _take(self) -> int:
+        return ray.get(self.numbers.take.remote(self.writer_id))
+
+    def add(self, head, need, captioned, jpgs, mp4s) -> str | None:
+        row, metas, _ = head
+        merge_captions(metas, need, captioned, self.fallback)
         return self.writer.add(row, list(zip(metas, jpgs or [], mp4s or [])))
 
     def commit(self) -> str | None:
@@ -101,71 +129,51 @@ def init_ray(cfg: CurateConfig) -> None:
     ray.init(address=address, **kwargs)
 
 
-@dataclass
-class Progress:
-    total: int
-    done: int = 0
-    ok: int = 0
-    filtered: int = 0
-    failed: int = 0
-    clips: int = 0
-    seconds_in: float = 0.0
-    seconds_out: float = 0.0
-    started: float = field(default_factory=time.monotonic)
-    last_print: float = 0.0
+class Stages:
+    """The job's Ray tasks and actors, as the scheduler calls them."""
 
-    def update(self, row: dict) -> None:
-        self.done += 1
-        setattr(self, row["status"], getattr(self, row["status"]) + 1)
-        self.clips += row["num_clips"]
-        self.seconds_in += row["duration"] or 0.0
-        self.seconds_out += row["clip_seconds"] or 0.0
+    def __init__(self, cfg: CurateConfig, spec: CaptionerSpec, first_shard: int):
+        self.cfg, self.spec = cfg, spec
+        self._process = ray.remote(num_cpus=cfg.run.cpus_per_video, num_returns=3, max_retries=1)(_process_task)
+        self._preprocess = ray.remote(num_cpus=PREPROCESS_CPUS, max_retries=1)(_preprocess_task)
+        gpus = cfg.captioner.num_gpus
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        # an actor that dies (CUDA error, OOM kill, lost node) restarts and its calls are retried, rather
+        # than failing every later video
+        self.captioners = [ray.remote(CaptionActor).options(num_cpus=cfg.captioner.num_cpus, num_gpus=gpus,
+                                                            max_restarts=-1, max_task_retries=2).remote(spec)
+                           for _ in range(cfg.captioner.num_actors)] if spec.runs_model else []
+        self.head_node = ray.get_runtime_context().get_node_id()
+        here = NodeAffinitySchedulingStrategy(node_id=self.head_node, soft=False)
+        self.numbers = ray.remote(ShardNumbers).options(num_cpus=0, scheduling_strategy=here).remote(first_shard)
+        mode = cfg.shards.writers
+        self.per_node_writers = mode == "per_node" or (mode == "auto" and is_remote(cfg.output))
 
-    def line(self) -> str:
-        wall = max(time.monotonic() - self.started, 1e-9)
-        rate = self.done / wall
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        return (f"[hdvg] videos {self.done}/{self.total} (ok {self.ok}, filtered {self.filtered}, "
-                f"failed {self.failed}) clips {self.clips} | {self.seconds_in / 3600:.3f} h in, "
-                f"{self.seconds_out / 3600:.3f} h out | {self.seconds_in / wall:.2f} video-s/s | "
-                f"ETA {eta:.0f} s")
+    def process(self, item: WorkItem):
+        return self._process.remote(item, self.cfg, self.cfg.run.scratch_dir)
 
-    def maybe_print(self, every: float = 10.0, force: bool = False) -> None:
-        if force or time.monotonic() - self.last_print >= every:
-            print(self.line(), file=sys.stderr, flush=True)
-            self.last_print = time.monotonic()
+    def preprocess(self, jpgs_ref, need: list[int]):
+        return self._preprocess.remote(self.spec, jpgs_ref, need)
 
+    def caption(self, index: int, pixels: list) -> list:
+        refs = self.captioners[index].caption_videos.options(num_returns=len(pixels)).remote(*pixels)
+        return [refs] if len(pixels) == 1 else refs
 
-def _failed_head(item: WorkItem, reason: str) -> tuple[dict, list]:
-    return video_row(item, STATUS_FAILED, reason), []
+    def writer(self, node: str, writer_id: str):
+        """A writer actor on `node` ("head": the driver's); it dies with its node."""
+        target = self.head_node if node == "head" else node
+        return ray.remote(WriterActor).options(
+            num_cpus=0, max_restarts=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=target, soft=False),
+        ).remote(self.cfg.output, self.cfg.shards.samples_per_shard, self.numbers, writer_id, self.spec.name,
+                 self.cfg.run.scratch_dir)
 
+    def numbers_of(self, writer_id: str) -> list[int]:
+        return ray.get(self.numbers.numbers_of.remote(writer_id))
 
-def _error_text(exc: BaseException) -> str:
-    text = str(getattr(exc, "cause", None) or exc).strip().splitlines()
-    return text[-1][:500] if text else type(exc).__name__
-
-
-def select_work(cfg: CurateConfig, done: set[str]) -> tuple[list[WorkItem], list[tuple[WorkItem, str]]]:
-    """Input items still to do and duplicates to record as failed. Local files go largest first (longest
-    processing time first), so that a long video does not start last and leave cores idle at the end;
-    everything else keeps its input order."""
-    todo, dupes, seen = [], [], set(done)
-    for item in list_inputs(cfg.input, cfg.source):
-        if item.video_id in done:
-            continue
-        if item.video_id in seen:
-            dupes.append((item, f"duplicate video_id {item.video_id!r} in input"))
-            continue
-        seen.add(item.video_id)
-        todo.append(item)
-        if cfg.run.limit and len(todo) >= cfg.run.limit:
-            break
-    return sorted(todo, key=_local_size, reverse=True), dupes
-
-
-def _local_size(item: WorkItem) -> int:
-    path = Path(item.source)
-    return path.stat().st_size if "://" not in item.source and path.is_file() else 0
+    def alive_nodes(self) -> set[str]:
+        return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
 
 
 def run_curation(cfg: CurateConfig) -> dict:
@@ -175,108 +183,30 @@ def run_curation(cfg: CurateConfig) -> dict:
     # no captioner at all
     needs_captions = cfg.source.recaption or not is_release_input(cfg.input)
     spec = resolve_captioner(cfg.captioner) if needs_captions else CaptionerSpec(cfg.captioner, "none")
-    out = cfg.output  # a local folder or an s3:// / gs:// URI (hdvg.storage)
-    done, first_shard = recover(out, cfg.run.retry_failed)
-    todo, dupes = select_work(cfg, done)
-    ray_started = time.monotonic()
-    init_ray(cfg)
-    ray_start_s = time.monotonic() - ray_started
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if cfg.run.cpus_per_video > cpus:
-        raise ConfigError(f"invalid configuration:\n  run.cpus_per_video: {cfg.run.cpus_per_video} CPUs per "
-                          f"video, but the Ray cluster has {cpus:g}")
-    max_inflight = cfg.run.max_inflight_videos or max(2, int(2 * cpus / cfg.run.cpus_per_video))
-    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-
-    process = ray.remote(num_cpus=cfg.run.cpus_per_video, num_returns=3, max_retries=1)(_process_task)
-    preprocess = ray.remote(num_cpus=PREPROCESS_CPUS, max_retries=1)(_preprocess_task)
-    gpus = cfg.captioner.num_gpus
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    # an actor that dies (CUDA error, OOM kill, lost node) restarts and its calls are retried, rather
-    # than failing every later video
-    captioners = [ray.remote(CaptionActor).options(num_cpus=cfg.captioner.num_cpus, num_gpus=gpus, max_restarts=-1,
-                                                   max_task_retries=2).remote(spec)
-                  for _ in range(cfg.captioner.num_actors)] if spec.runs_model else []
-    outstanding = [0] * len(captioners)  # videos sent to each captioner and not back yet
-    writer = ray.remote(WriterActor).options(num_cpus=0, scheduling_strategy=here).remote(
-        out, cfg.shards.samples_per_shard, first_shard)
-
-    progress = Progress(total=len(todo) + len(dupes))
-    decoding: dict = {}    # head ref -> (item, jpgs ref, mp4s ref)
-    preparing: dict = {}   # pixels ref -> (item, head ref, head, jpgs ref, mp4s ref)
-    prepared: list = []    # (pixels ref, (item, head ref, head, jpgs ref, mp4s ref)) waiting for a captioner
-    captioning: dict = {}  # captions ref -> (item, head ref, head, jpgs ref, mp4s ref, captioner index)
-    writing: dict = {}     # write ref -> row
-    for item, reason in dupes:
-        head = _failed_head(item, reason)
-        writing[writer.add.remote(head, None, None, None)] = head[0]
-    pending = iter(todo)
-    while True:
-        while len(decoding) + len(preparing) + len(prepared) + len(captioning) + len(writing) < max_inflight:
-            item = next(pending, None)
-            if item is None:
-                break
-            head_ref, jpgs_ref, mp4s_ref = process.remote(item, cfg, cfg.run.scratch_dir)
-            decoding[head_ref] = (item, jpgs_ref, mp4s_ref)
-        while prepared:
-            # batches gather keyframes of several videos; a partial one goes only to an idle captioner,
-            # or when no more keyframes are on their way
-            index = min(range(len(captioners)), key=outstanding.__getitem__)
-            queued = sum(len(entry[2][1]) for _, entry in prepared)
-            if queued < cfg.captioner.batch_size and outstanding[index] and (decoding or preparing):
-                break
-            group, clips = [], 0
-            while prepared and (not group or clips + len(prepared[0][1][2][1]) <= cfg.captioner.batch_size):
-                group.append(prepared.pop(0))
-                clips += len(group[-1][1][2][1])
-            refs = captioners[index].caption_videos.options(num_returns=len(group)).remote(*[p for p, _ in group])
-            for ref, (_, entry) in zip([refs] if len(group) == 1 else refs, group):
-                captioning[ref] = (*entry, index)
-            outstanding[index] += len(group)
-        waiting = [*decoding, *preparing, *captioning, *writing]
-        if not waiting:
-            break
-        ready, _ = ray.wait(waiting, num_returns=1, timeout=5.0, fetch_local=False)
-        for ref in ready:
-            if ref in decoding:
-                item, jpgs_ref, mp4s_ref = decoding.pop(ref)
-                try:
-                    head = ray.get(ref)
-                except RayError as exc:  # the worker died (segfault, OOM kill) even after a retry
-                    head, jpgs_ref, mp4s_ref = _failed_head(item, f"worker: {_error_text(exc)}"), None, None
-                if any(meta["captioner"] is None for meta in head[1]) and spec.runs_model:  # clips to caption
-                    preparing[preprocess.remote(spec, jpgs_ref)] = (item, ref, head, jpgs_ref, mp4s_ref)
-                elif any(meta["captioner"] is None for meta in head[1]):  # 'none', or no weights: no work
-                    captioned = ([None] * len(head[1]), spec.name)
-                    writing[writer.add.remote(head, captioned, jpgs_ref, mp4s_ref)] = head[0]
-                else:
-                    writing[writer.add.remote(head, None, jpgs_ref, mp4s_ref)] = head[0]
-            elif ref in preparing:  # a failed preprocess surfaces as the failure of its caption call
-                prepared.append((ref, preparing.pop(ref)))
-            elif ref in captioning:
-                item, head_ref, head, jpgs_ref, mp4s_ref, index = captioning.pop(ref)
-                outstanding[index] -= 1
-                try:
-                    ray.get(ref)
-                    writing[writer.add.remote(head_ref, ref, jpgs_ref, mp4s_ref)] = head[0]
-                except RayError as exc:
-                    failed = _failed_head(item, f"caption: {_error_text(exc)}")
-                    writing[writer.add.remote(failed, None, None, None)] = failed[0]
-            else:
-                row = writing.pop(ref)
-                ray.get(ref)  # a writer error (disk full, permissions) is fatal: nothing is half-written
-                progress.update(row)
-        progress.maybe_print()
-    ray.get(writer.commit.remote())
-    progress.maybe_print(force=True)
-    wall = time.monotonic() - started
-    run = {"videos": progress.done, "clips": progress.clips, "wall_s": round(wall, 3),
-           "video_seconds_per_wall_second": round(progress.seconds_in / wall, 4),
-           "clips_per_second": round(progress.clips / wall, 4), "ray_start_s": round(ray_start_s, 3),
-           "ray_cpus": cpus, "captioner": spec.name}
-    if spec.uncaptioned_reason:
-        run["uncaptioned"] = spec.uncaptioned_reason
-    if captioners:
-        run["captioner_busy"] = ray.get([c.busy.remote() for c in captioners])
-    return write_stats(out, run)
+    store = Store(cfg.output, cfg.run.scratch_dir)  # a local folder or an s3:// / gs:// URI (hdvg.storage)
+    with OutLock(store, cfg.run.lock_ttl_s).acquire(force=cfg.run.force_unlock):
+        done, first_shard = recover(store, cfg.run.retry_failed)
+        ray_started = time.monotonic()
+        init_ray(cfg)
+        ray_start_s = time.monotonic() - ray_started
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cfg.run.cpus_per_video > cpus:
+            raise ConfigError(f"invalid configuration:\n  run.cpus_per_video: {cfg.run.cpus_per_video} CPUs per "
+                              f"video, but the Ray cluster has {cpus:g}")
+        max_inflight = cfg.run.max_inflight_videos or max(2, int(2 * cpus / cfg.run.cpus_per_video))
+        stages = Stages(cfg, spec, first_shard)
+        todo = (item for item in list_inputs(cfg.input, cfg.source) if item.video_id not in done)
+        scheduler = Scheduler(cfg, stages, read_ahead(todo, cfg.run.lookahead, local_size), max_inflight)
+        progress = scheduler.run()
+        remove_uncommitted(store)  # what writers lost with their node left mid-publish
+        wall = time.monotonic() - started
+        tally = progress.tally
+        run = {"videos": tally.videos, "clips": tally.clips, "wall_s": round(wall, 3),
+               "video_seconds_per_wall_second": round(tally.seconds_in / wall, 4),
+               "clips_per_second": round(tally.clips / wall, 4), "ray_start_s": round(ray_start_s, 3),
+               "ray_cpus": cpus, "captioner": spec.name, "writers": len(scheduler.writers)}
+        if spec.uncaptioned_reason:
+            run["uncaptioned"] = spec.uncaptioned_reason
+        if stages.captioners:
+            run["captioner_busy"] = ray.get([c.busy.remote() for c in stages.captioners])
+        return write_stats(store, run)

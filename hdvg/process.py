@@ -197,8 +197,9 @@ def _detected(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConf
 def process_video(item: WorkItem, cfg: CurateConfig, scratch: str | Path | None = None) -> VideoResult:
     """Run every CPU stage on one video; the result carries the clips' bytes and the video's row."""
     started = time.monotonic()
-    if item.problem:
-        result = VideoResult(video_row(item, STATUS_FAILED, f"input: {item.problem}"))
+    if item.problem or item.not_video:
+        result = VideoResult(video_row(item, STATUS_FAILED, f"input: {item.problem}") if item.problem else
+                             video_row(item, STATUS_FILTERED, item.not_video))
         result.row["wall_s"] = 0.0
         return result
     work, info, fetched = None, None, None

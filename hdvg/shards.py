@@ -202,9 +202,9 @@ def read_videos(out: str | Path | Store) -> list[dict]:
     return table.to_pylist() if table is not None else []
 
 
-def write_stats(out: str | Path, run: dict) -> dict:
+def write_stats(out: str | Path | Store, run: dict) -> dict:
     """Totals over every committed part (so they stay right across resumed runs), plus this run's figures."""
-    store = Store(out)
+    store = out if isinstance(out, Store) else Store(out)
     table, _ = read_parts(store, TALLY_COLUMNS)
     tally = VideoTally.of_parts(table)
     stats = {

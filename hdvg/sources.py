@@ -49,6 +49,7 @@ class WorkItem:
     scenes: tuple[ReleasedScene, ...] = ()     # released scenes to cut as they are (rebuild mode)
     release: str | None = None                 # name of the release the scenes and captions come from
     problem: str | None = None                 # the input record is unusable: recorded, nothing fetched
+    not_video: str | None = None               # a file that is no video: recorded as filtered with this reason
 
 
 @dataclass
@@ -122,11 +123,31 @@ def _record_item(record: VideoRecord, release: str | None, cfg: SourceConfig) ->
                     release=release)
 
 
+def _file_item(relative: str, source: str) -> WorkItem:
+    """The item of a file found under an input folder: its id is its path below the folder without the
+    extension (`a/0001`), so that files of the same name in different folders stay apart; a file whose
+    extension is no video's gets a row too (filtered), so that every input file has one."""
+    suffix = Path(relative).suffix.lower()
+    video_id = relative[:-len(suffix)] if suffix else relative
+    if suffix in VIDEO_EXTENSIONS:
+        return WorkItem(video_id=video_id, source=source)
+    return WorkItem(video_id=relative, source=source, not_video=f"not a video file ({suffix or 'no extension'})")
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Files below `root`, depth first in name order, one folder listed at a time (never the whole tree)."""
+    entries = sorted(root.iterdir(), key=lambda p: p.name)
+    for p in entries:
+        if p.is_dir():
+            yield from _walk(p)
+        elif p.is_file():
+            yield p
+
+
 def _all_items(root: Path, cfg: SourceConfig) -> Iterator[WorkItem]:
     if root.is_dir():
-        for p in sorted(root.rglob("*")):
-            if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS:
-                yield WorkItem(video_id=p.stem, source=str(p))
+        for p in _walk(root):
+            yield _file_item(p.relative_to(root).as_posix(), str(p))
         return
     if not root.is_file():
         raise ValueError(f"input: {root} is neither a directory nor a manifest file")
@@ -158,9 +179,11 @@ def _remote_items(uri: str, cfg: SourceConfig) -> Iterator[WorkItem]:
     if info.type == pafs.FileType.NotFound:
         raise ValueError(f"input: {uri} does not exist")
     if info.type == pafs.FileType.Directory:
-        for name in store.list(""):
-            if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
-                yield WorkItem(video_id=Path(name).stem, source=f"{uri.rstrip('/')}/{name}")
+        selector = pafs.FileSelector(store.root, recursive=True)
+        files = sorted(i.path for i in store.fs.get_file_info(selector) if i.type == pafs.FileType.File)
+        for path in files:
+            relative = path[len(store.root.rstrip("/")) + 1:]
+            yield _file_item(relative, f"{uri.rstrip('/')}/{relative}")
         return
     with tempfile.TemporaryDirectory(prefix="hdvg-input-") as tmp:
         local = Path(tmp) / Path(store.root).name
@@ -170,7 +193,8 @@ def _remote_items(uri: str, cfg: SourceConfig) -> Iterator[WorkItem]:
 
 
 def list_inputs(spec: str | Path, cfg: SourceConfig | None = None) -> Iterator[WorkItem]:
-    """Videos of a directory (recursively, by extension, sorted), rows of a manifest (`path` or `url`, and
+    """Files of a directory (recursively, sorted; ids from the path below it; files that are no video by
+    their extension become filtered rows), rows of a manifest (`path` or `url`, and
     optionally `video_id`; relative paths are relative to the manifest), videos of an HD-VILA-100M part
     file or of an HD-VG-130M json (both recognised by content); `spec` may be an s3:// or gs:// prefix or
     file. With `cfg.parts` > 1 only every `parts`-th video from `part` on, so that jobs split one input."""

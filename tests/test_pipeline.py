@@ -39,7 +39,8 @@ def test_sample_end_to_end(sample_out, sample_videos):
     assert problems == []
     truth = json.loads((sample_videos / "truth.json").read_text())
     ok = [n for n, t in truth.items() if t["expect"] == "ok"]
-    assert stats["videos_by_status"] == {"ok": len(ok), "filtered": 1, "failed": 1}
+    # truth.json is an input file too: every file of the folder has its row
+    assert stats["videos_by_status"] == {"ok": len(ok), "filtered": 2, "failed": 1}
     clips = clips_of(out)
     for name in ok:  # every true cut starts a clip, and no clip spans a cut
         starts = {s for src, s, _ in clips.values() if src == name}
@@ -51,6 +52,7 @@ def test_sample_end_to_end(sample_out, sample_videos):
     rows = {r["source"].rsplit("/", 1)[-1]: r for r in pq.read_table(out / "videos").to_pylist()}
     assert rows["phone_clip_360p.mp4"]["reason"].startswith("below 720p")
     assert rows["broken_upload.mp4"]["reason"].startswith("probe: unreadable container")
+    assert rows["truth.json"]["reason"] == "not a video file (.json)"
 
 
 def test_sample_passes_the_independent_contract_check(sample_out, sample_videos):
@@ -102,7 +104,7 @@ def test_edge_cases_are_rows_with_reasons_while_good_videos_produce_clips(tmp_pa
         assert r["status"] == status and words in r["reason"], (rel, r)
     twice = sorted(rows[Path(good[0]).name], key=lambda r: r["status"])
     assert [r["status"] for r in twice] == ["failed", "ok"]
-    assert "duplicate video_id" in twice[0]["reason"]
+    assert twice[0]["reason"].startswith("duplicate: video_id")
     assert rows["missing"][0]["reason"].startswith("fetch: no such file")
     assert rows["no_duration.webm"][0]["status"] == "ok"
     assert stats["clips"] == len(clips_of(out)) >= 2
@@ -128,7 +130,7 @@ def test_kill_9_then_rerun_gives_the_clean_result(tmp_path, sample_videos, sampl
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = {r["video_id"] for r in pq.read_table(out / "videos").to_pylist()}
-    assert 2 <= len(done_before) < 6 and not (out / "stats.json").exists()
+    assert 2 <= len(done_before) < 7 and not (out / "stats.json").exists()
 
     rerun = subprocess.run(curate_cmd(sample_videos, out), cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=600)
@@ -136,7 +138,7 @@ def test_kill_9_then_rerun_gives_the_clean_result(tmp_path, sample_videos, sampl
     clean, _ = sample_out
     assert clips_of(out) == clips_of(clean)  # same clips, same frames, nothing twice
     rows = pq.read_table(out / "videos").to_pylist()
-    assert len(rows) == len({r["video_id"] for r in rows}) == 6
+    assert len(rows) == len({r["video_id"] for r in rows}) == 7
     assert validate(out)[0] == []
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["videos"] == 6 and stats["last_run"]["videos"] == 6 - len(done_before)
+    assert stats["videos"] == 7 and stats["last_run"]["videos"] == 7 - len(done_before)

@@ -77,5 +77,5 @@ def test_job_submit_runs_and_resubmit_resumes(ray_head, sample_videos, tmp_path)
     again = submit(address, env, *args)  # the resubmitted job continues where the first stopped
     assert again.returncode == 0, again.stdout[-3000:]
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["videos"] == 6 and stats["last_run"]["videos"] == 3
+    assert stats["videos"] == 7 and stats["last_run"]["videos"] == 4  # 6 videos and truth.json
     assert validate(out)[0] == []
