@@ -134,6 +134,9 @@ class RunConfig(_Section):
                               "seconds; a lock not renewed for this long is taken over by the next job")
     force_unlock: bool = Field(False, description="remove another job's lock on OUT, live or not (only when "
                                "that job is known to be gone)")
+    video_resources: dict[str, float] = Field(default_factory=dict, description="Ray resources each video task "
+                                              "asks for besides its CPUs, e.g. {\"video\": 1} to keep video tasks "
+                                              "on the nodes started with that resource")
     lookahead: int = Field(1024, ge=1, description="input items read ahead of the running ones; local files "
                            "go largest first within this window (the input is never held whole)")
 

@@ -134,7 +134,8 @@ class Stages:
 
     def __init__(self, cfg: CurateConfig, spec: CaptionerSpec, first_shard: int):
         self.cfg, self.spec = cfg, spec
-        self._process = ray.remote(num_cpus=cfg.run.cpus_per_video, num_returns=3, max_retries=1)(_process_task)
+        self._process = ray.remote(num_cpus=cfg.run.cpus_per_video, resources=cfg.run.video_resources or None,
+                                   num_returns=3, max_retries=1)(_process_task)
         self._preprocess = ray.remote(num_cpus=PREPROCESS_CPUS, max_retries=1)(_preprocess_task)
         gpus = cfg.captioner.num_gpus
         if gpus is None:
