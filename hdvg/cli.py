@@ -6,22 +6,42 @@ import argparse
 import json
 import sys
 from collections import Counter
-from typing import get_args, get_origin
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
 from hdvg.config import ConfigError, build_config, leaf_fields
+from hdvg.lock import OutLocked
 
 
-def _flag_type(annotation):
-    """argparse type of a config field: the non-None member of Optional[...], a Literal's value type."""
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return lowered in ("true", "1", "yes")
+
+
+def _flag_options(info) -> dict:
+    """argparse options of a config field's flag: its value type (the non-None member of Optional[...]),
+    a Literal's choices; a bool flag given bare means true (`--audio`), a retry mode bare means
+    'transient' (`--retry-failed`)."""
+    annotation = info.annotation
     args = [a for a in get_args(annotation) if a is not type(None)]
-    if get_origin(annotation) is not None and args:
+    if get_origin(annotation) in (Union, UnionType) and args:
         annotation = args[0]
-    if get_origin(annotation) is not None:  # Literal[...]
-        return type(get_args(annotation)[0])
-    return annotation if annotation in (int, float, str) else str
+    if get_origin(annotation) is Literal:
+        choices = get_args(annotation)
+        options = {"type": type(choices[0]), "choices": choices}
+        if "transient" in choices:
+            options.update(nargs="?", const="transient")
+        return options
+    if annotation is bool:
+        return {"type": _bool, "nargs": "?", "const": True, "metavar": "true|false"}
+    if get_origin(annotation) is dict:
+        return {"type": json.loads, "metavar": "JSON"}
+    return {"type": annotation if annotation in (int, float, str) else str}
 
 
-FLAG_NAMES = {"captioner.name": "captioner", "captioner.model": "captioner_model"}  # the issue's spelling
+FLAG_NAMES = {"captioner.name": "captioner", "captioner.model": "captioner_model"}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, section: str = "") -> None:
@@ -35,8 +55,9 @@ def add_config_flags(parser: argparse.ArgumentParser, section: str = "") -> None
     for dotted, info in [(d, i) for d, i in fields if d.startswith(section)]:
         leaf = dotted.split(".")[-1]
         name = FLAG_NAMES.get(dotted) or (dotted.replace(".", "_") if leaves[leaf] > 1 else leaf)
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=dotted, type=_flag_type(info.annotation),
-                            default=None, help=f"{info.description} [{dotted}, default {info.default!r}]")
+        default = info.default if info.default_factory is None else info.default_factory()
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=dotted, default=None, **_flag_options(info),
+                            help=f"{info.description} [{dotted}, default {default!r}]")
 
 
 def _config_from(args: argparse.Namespace):
@@ -151,9 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     handler = handlers[args.command]
     try:
         return handler(args)
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:  # a usage error: the message names the bad field
         print(f"hdvg {args.command}: {exc}", file=sys.stderr)
         return 2
+    except OutLocked as exc:  # another job writes this OUT
+        print(f"hdvg {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

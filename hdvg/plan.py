@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from hdvg.config import ConfigError
+
 DAY = 86400.0
 
 
@@ -119,7 +121,7 @@ def plan_inputs(sets: list[str]) -> PlanInputs:
     for item in sets:
         name, _, raw = item.partition("=")
         if name not in known:
-            raise ValueError(f"unknown input {name!r} (one of: {', '.join(known)})")
+            raise ConfigError(f"invalid configuration:\n  {name}: unknown plan input (one of: {', '.join(known)})")
         # field types are the strings "int" / "float" (from __future__ import annotations)
         values[name] = int(float(raw)) if known[name] == "int" else float(raw)
     return PlanInputs(**values)

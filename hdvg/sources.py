@@ -18,7 +18,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from hdvg.config import SourceConfig
+from hdvg.config import ConfigError, SourceConfig
 from hdvg.download import DownloadFailed, RateLimiter, download
 from hdvg.metadata import (RELEASE_HDVG, HdvilaClip, ReleasedScene, VideoRecord, is_youtube_id, read_hdvg,
                            read_hdvila, sniff, sniff_head)
@@ -93,14 +93,14 @@ def _rows(manifest: Path) -> Iterator[dict]:
                     try:
                         yield json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise ValueError(f"{manifest}:{n}: not JSON ({exc})") from None
+                        raise ConfigError(f"invalid configuration:\n  input: {manifest}:{n}: not JSON ({exc})") from None
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
         for batch in pq.ParquetFile(manifest).iter_batches(batch_size=4096):
             yield from batch.to_pylist()
     else:
-        raise ValueError(f"input: unsupported manifest type {suffix!r} (use one of {MANIFEST_EXTENSIONS}, "
+        raise ConfigError(f"invalid configuration:\n  input: unsupported manifest type {suffix!r} (use one of {MANIFEST_EXTENSIONS}, "
                          "an HD-VILA-100M part file or an HD-VG-130M json)")
 
 
@@ -108,7 +108,7 @@ def _manifest_items(root: Path) -> Iterator[WorkItem]:
     for n, row in enumerate(_rows(root), 1):
         source = row.get("path") or row.get("url")
         if not source:
-            raise ValueError(f"input: {root} row {n} has neither 'path' nor 'url': {row}")
+            raise ConfigError(f"invalid configuration:\n  input: {root} row {n} has neither 'path' nor 'url': {row}")
         source = str(source)
         if "://" not in source and not Path(source).is_absolute():
             source = str((root.parent / source))
@@ -150,7 +150,7 @@ def _all_items(root: Path, cfg: SourceConfig) -> Iterator[WorkItem]:
             yield _file_item(p.relative_to(root).as_posix(), str(p))
         return
     if not root.is_file():
-        raise ValueError(f"input: {root} is neither a directory nor a manifest file")
+        raise ConfigError(f"invalid configuration:\n  input: {root} is neither a directory nor a manifest file")
     kind = sniff(root)
     if kind == "hdvila":
         yield from (_record_item(r, None, cfg) for r in read_hdvila(root))
@@ -177,7 +177,7 @@ def _remote_items(uri: str, cfg: SourceConfig) -> Iterator[WorkItem]:
     store = Store(uri)
     info = store.fs.get_file_info(store.root)
     if info.type == pafs.FileType.NotFound:
-        raise ValueError(f"input: {uri} does not exist")
+        raise ConfigError(f"invalid configuration:\n  input: {uri} does not exist")
     if info.type == pafs.FileType.Directory:
         selector = pafs.FileSelector(store.root, recursive=True)
         files = sorted(i.path for i in store.fs.get_file_info(selector) if i.type == pafs.FileType.File)

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hdvg.config import ConfigError
 from hdvg.contract import INDEX_DIR, STATUS_OK, VIDEOS_DIR
 from hdvg.shards import committed_names, read_parts
 from hdvg.storage import Store
@@ -90,7 +91,8 @@ def committed_parts(store: Store) -> list[tuple[str | None, str]]:
     """(index file or None, videos file) of every committed shard of OUT, in shard order."""
     names = committed_names(store)
     if not names:
-        raise ValueError(f"{store.uri} has no committed {VIDEOS_DIR}/ parts: not a curated OUT")
+        raise ConfigError(f"invalid configuration:\n  out: {store.uri} has no committed {VIDEOS_DIR}/ parts: "
+                          f"not a curated OUT")
     indexes = set(store.list(INDEX_DIR))
     # a shard of only failed videos has no index part
     return [(store.path(INDEX_DIR, f"{n}.parquet") if f"{n}.parquet" in indexes else None,

@@ -62,3 +62,34 @@ def test_cli_reports_bad_config_before_any_work(tmp_path):
     assert proc.returncode == 2
     assert "encode.preset" in proc.stderr
     assert not out.exists()  # validated before Ray or any output
+
+
+def test_boolean_flags_work_bare_and_retry_failed_bare_means_transient():
+    from hdvg.cli import _config_from, curate_parser
+    import argparse
+
+    parser = curate_parser(argparse.ArgumentParser())
+    cfg = _config_from(parser.parse_args(["-i", "a", "-o", "b", "--audio", "--retry-failed", "--force-unlock"]))
+    assert cfg.source.audio is True and cfg.run.retry_failed == "transient" and cfg.run.force_unlock is True
+    cfg = _config_from(parser.parse_args(["-i", "a", "-o", "b", "--audio", "false", "--retry-failed", "all",
+                                          "--video-resources", '{"video": 1}']))
+    assert cfg.source.audio is False and cfg.run.retry_failed == "all" and cfg.run.video_resources == {"video": 1}
+    assert _config_from(parser.parse_args(["-i", "a", "-o", "b"])).run.retry_failed == "none"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["-i", "a", "-o", "b", "--retry-failed", "some"])
+
+
+def test_only_configuration_errors_are_usage_errors(tmp_path, monkeypatch, capsys):
+    from hdvg import plan
+    from hdvg.cli import main
+
+    assert main(["plan", "--set", "no_such_input=1"]) == 2  # a bad value the user gave: exit 2, named
+    assert "no_such_input" in capsys.readouterr().err
+    assert main(["stats", str(tmp_path)]) == 2  # not a curated OUT
+
+    def broken(_inputs):
+        raise ValueError("a bug inside the planner")
+
+    monkeypatch.setattr(plan, "capacity_plan", broken)
+    with pytest.raises(ValueError, match="a bug inside"):  # an internal error is not dressed as a usage error
+        main(["plan"])

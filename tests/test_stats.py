@@ -74,7 +74,8 @@ def test_stats_of_uncaptioned_local_sample(processed, tmp_path):
 
     # 4 of the 6 sample videos are kept (truth.json); each has clips
     assert stats.clips == len(index) == sum(len(clips) for _, clips in processed) > 0
-    assert stats.videos == 6 and stats.videos_by_status == {"ok": 4, "filtered": 1, "failed": 1}
+    # the sample folder's truth.json is an input file too: its row is filtered
+    assert stats.videos == 7 and stats.videos_by_status == {"ok": 4, "filtered": 2, "failed": 1}
     # local files carry no category and the 'none' captioner writes no caption
     assert drawn["categories"] == {UNKNOWN_CATEGORY: len(index)}
     assert drawn["caption_words"] == {} and stats.uncaptioned == len(index)
@@ -82,7 +83,7 @@ def test_stats_of_uncaptioned_local_sample(processed, tmp_path):
     assert drawn["durations"] == dict(Counter(math.floor(d) for d in durations))
     assert stats.hours == pytest.approx(sum(durations) / 3600)
     # broken_upload.mp4 cannot be probed, phone_clip_360p.mp4 is below 720p
-    assert drawn["failures"] == {"failed: probe": 1, "filtered: below 720p": 1}
+    assert drawn["failures"] == {"failed: probe": 1, "filtered: below 720p": 1, "filtered: not a video file (.json)": 1}
 
 
 def test_stats_count_categories_and_caption_words(processed, tmp_path):
@@ -132,7 +133,7 @@ def test_cli_prints_summary_and_writes_figures(processed, tmp_path, capsys):
     assert "1 x failed: probe" in printed
     check_pngs(out / "figures")
     summary = json.loads((out / "figures" / "summary.json").read_text())
-    assert summary["videos_by_status"] == {"ok": 4, "filtered": 1, "failed": 1}
+    assert summary["videos_by_status"] == {"ok": 4, "filtered": 2, "failed": 1}
 
 
 def test_cli_rejects_a_folder_that_is_not_an_out(tmp_path, capsys):
