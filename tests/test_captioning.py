@@ -15,7 +15,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from hdvg.blip2 import WeightsMissing, save_random_blip2
+from hdvg.blip2 import WeightsMissing
 from hdvg.captioning import (build_captioner, build_preprocessor, caption, caption_groups, caption_stream,
                              resolve_captioner)
 from hdvg.cli import main
@@ -23,6 +23,7 @@ from hdvg.config import CaptionConfig, ConfigError, build_config
 from hdvg.contract import INDEX_DIR, SHARDS_DIR
 from hdvg.recaption import CAPTIONS_DIR, read_captions, recaption
 from hdvg.validate import validate
+from tests.blip2_builders import save_random_blip2
 
 MISSING = "Salesforce/blip2-opt-2.7b"
 
