@@ -28,7 +28,7 @@ from av.filter import Graph
 from av.video.reformatter import VideoReformatter
 
 from hdvg.config import ClipConfig, DetectConfig, EncodeConfig
-from hdvg.keyframes import extract_keyframes
+from hdvg.keyframes import clip_keyframe
 from hdvg.probe import VideoInfo, run_ffprobe
 from hdvg.scenes import DecodedVideo, SceneFinder, SceneScan, Span, clip_length_limits, scan_of, scene_spans
 
@@ -313,7 +313,7 @@ def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | P
         if encoders.frames_written.get(path) != span.num_frames:
             raise CutError(f"clip {span.start}..{span.end}: {encoders.frames_written.get(path, 0)} frames written, "
                            f"expected {span.num_frames}")
-        clips.append(CutClip(span=span, path=path, keyframe=extract_keyframes(path, [span.num_frames // 2])[0],
+        clips.append(CutClip(span=span, path=path, keyframe=clip_keyframe(path, span.num_frames // 2),
                              width=size[0], height=size[1]))
     kept = {c.path for c in clips}
     for path in out.glob("clip_*.mp4"):  # candidates the final plan dropped (scenes too short)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from hdvg.config import ClipConfig, DetectConfig, EncodeConfig, build_config
 from hdvg.cutting import SceneClips, clip_size, count_frames, cut_clips, cut_video
-from hdvg.keyframes import centre_frame, extract_keyframes
+from hdvg.keyframes import centre_frame, clip_keyframe, extract_keyframes
 from hdvg.probe import probe
 from hdvg.process import process_video
 from hdvg.scenes import Span, detect_scenes, scene_spans
@@ -119,6 +119,22 @@ def test_extract_keyframes_decodes_the_numbered_frames(testvideo_clips):
         assert scores[f] >= max(scores.values()) - 0.01, f"keyframe is not frame {f}"  # still frames tie
     with pytest.raises(ValueError, match="no frame 99999"):
         extract_keyframes(src, [99999])
+
+
+def test_clip_keyframe_is_the_decoded_frame_of_that_number(tmp_path):
+    """Decoding only the reference frames up to a frame found by its timestamp gives that very frame:
+    every frame of an x264 veryfast clip (B-frames, non-reference ones skipped) equals the frame decoding
+    and counting all of them gives."""
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-t", "2.4",
+                    "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(clip)], check=True)
+    types = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "frame=pict_type", "-of", "csv=p=0",
+                            str(clip)], capture_output=True, text=True, check=True).stdout.split()
+    assert types.count("B") > 10  # the frames the fast path skips exist
+    some = [0, 1, 2, 3, 4, 5, 6, 7, 29, 30, 31, 56, 57, 58, 59]  # B and P frames, and the flushed tail
+    assert [clip_keyframe(clip, i) for i in some] == extract_keyframes(clip, some)
+    with pytest.raises(ValueError, match="no frame 60"):
+        clip_keyframe(clip, 60)
 
 
 @pytest.mark.parametrize("cfg, golden_name", [
