@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 from model.config import UNetConfig  # noqa: E402
-from model.unet import VideoUNet  # noqa: E402
+from model.unet import VideoUNet, parameter_count  # noqa: E402
 
 VARIANTS = {
     "no_fusion": dict(fusion="none"),
@@ -54,11 +54,6 @@ def config_for(width: int, overrides: dict) -> UNetConfig:
     return UNetConfig.paper(block_out_channels=(width, 2 * width, 4 * width, 4 * width), attention_head_dim=width,
                             fusion_head_dim=width, transformer_in_head_dim=max(1, width // 5),
                             cross_attention_dim=1024 * width // 320, norm_num_groups=min(32, width), **overrides)
-
-
-def paper_parameters(overrides: dict) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in VideoUNet(UNetConfig.paper(**overrides)).parameters())
 
 
 def _rss_bytes() -> int:
@@ -100,7 +95,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
     peak = torch.cuda.max_memory_allocated() if cuda else \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
     return {"variant": variant, "params": sum(p.numel() for p in unet.parameters()),
-            "paper_width_params": paper_parameters(VARIANTS[variant]), "peak_memory_bytes": peak,
+            "paper_width_params": parameter_count(UNetConfig.paper(**VARIANTS[variant])), "peak_memory_bytes": peak,
             "step_ms": 1000 * statistics.median(times), "step_ms_all": [round(1000 * t, 1) for t in times]}
 
 
