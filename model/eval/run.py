@@ -1,0 +1,290 @@
+"""`hdvg eval`: generate samples with the sampler (seeded, resumable, split across ranks), score them with
+FVD and CLIPSIM, write `REPORT_DIR/report.json` and a `grid.png` of sample frames.
+
+    REPORT_DIR/samples.jsonl     every sample of the evaluation: index, prompt, seed (written first)
+    REPORT_DIR/videos/NNNNNN.mp4 sample NNNNNN, written atomically; a rerun generates only what is missing
+    REPORT_DIR/report.json       the metrics and everything they depend on
+    REPORT_DIR/grid.png          the first scored clips, 4 frames each
+
+`--videos DIR_OR_SHARDS` scores existing videos instead: a REPORT_DIR of an earlier run, a folder of MP4s
+(captions from same-named .txt files), or curation shards (each clip's central 16 frames and its caption).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from model.data import Clip, SkipSample, VideoBytes, central_indices, expand_shards, iter_clips
+from model.eval.clipsim import CLIPSIM_MODEL, CROP_POLICIES
+from model.eval.fvd import FVD_CLIPS, batches
+from model.eval.frames import CLIP_FRAMES, RESIZE_POLICIES
+from model.eval.prompts import Sample, build_samples, load_prompts
+from model.eval.report import save_grid, sha256_of, write_json
+
+MANIFEST, VIDEOS_DIR, REPORT, GRID = "samples.jsonl", "videos", "report.json", "grid.png"
+METRICS = ("fvd", "clipsim")
+GRID_CLIPS = 8
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation. Exactly one of `checkpoint` (generate, then score) and `videos` (score only)."""
+    output: str
+    checkpoint: str | None = None
+    videos: str | None = None
+    prompts: str = "ucf101"
+    annotations: str | None = None  # the msrvtt / webvid annotation file
+    real: str | None = None  # real clips for FVD: a shard pattern or a folder of shards
+    i3d: str | None = None  # i3d_torchscript.pt or i3d_pretrained_400.pt
+    clip: str = CLIPSIM_MODEL  # folder or hub name of a transformers CLIP
+    metrics: tuple[str, ...] = METRICS
+    num_samples: int = FVD_CLIPS  # samples generated and scored; the UCF-101 protocol (D.3) is 10,100
+    real_count: int | None = None  # real clips for FVD (default: num_samples, "2048 a side")
+    resize: str = "full"  # FVD's 224x224 policy: the TF FVD / StyleGAN-V resize of the whole frame
+    clip_crop: str = "center-crop"  # CLIPSIM's policy: the CLIP processor's own
+    steps: int = 50  # DDIM steps (appendix D.2)
+    guidance: float = 9.0  # classifier-free guidance scale (appendix D.2)
+    seed: int = 0  # sample i is generated with seed + i
+    batch_size: int = 4  # videos per sampler call
+    score_batch: int = 8  # clips per detector call
+    device: str | None = None  # default: this rank's GPU if there is one, else cpu
+    stats_cache: str = field(default_factory=lambda: str(Path.home() / ".cache" / "hdvg" / "fvd"))
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self):
+        if (self.checkpoint is None) == (self.videos is None):
+            raise ValueError("give exactly one of --checkpoint RUN (generate and score) and --videos "
+                             "DIR_OR_SHARDS (score existing videos)")
+        if self.resize not in RESIZE_POLICIES:
+            raise ValueError(f"--resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
+        if self.clip_crop not in CROP_POLICIES:
+            raise ValueError(f"--clip-crop must be one of {CROP_POLICIES}, got {self.clip_crop!r}")
+        unknown = set(self.metrics) - set(METRICS)
+        if unknown or not self.metrics:
+            raise ValueError(f"--metrics must be a comma list of {METRICS}, got {','.join(self.metrics)}")
+        if "fvd" in self.metrics and (self.real is None or self.i3d is None):
+            raise ValueError("FVD needs --real 'SHARDS' (real clips) and --i3d PATH (the I3D detector); "
+                             "pass --metrics clipsim to score CLIPSIM only")
+        for name in ("num_samples", "real_count", "steps", "batch_size", "score_batch", "world_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"--rank must be in [0, {self.world_size}), got {self.rank}")
+
+
+# ------------------------------------------------------------------------------------------- generation
+
+def video_path(output: Path, index: int) -> Path:
+    return output / VIDEOS_DIR / f"{index:06d}.mp4"
+
+
+def write_manifest(output: Path, samples: list[Sample]) -> None:
+    """Record the samples; an output that already holds other samples at the same indices is refused, so
+    a rerun can extend or resume an evaluation but never mix two."""
+    path = output / MANIFEST
+    if path.is_file():
+        old = [Sample(**json.loads(line)) for line in path.read_text().splitlines() if line]
+        for before, now in zip(old, samples):
+            if before != now:
+                raise ValueError(f"{output} holds another evaluation (sample {before.index}: "
+                                 f"{before.prompt!r} seed {before.seed}, now {now.prompt!r} seed "
+                                 f"{now.seed}); use a new --output")
+        if len(old) >= len(samples):
+            return
+    write_lines = "".join(json.dumps(asdict(s)) + "\n" for s in samples)
+    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
+    output.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(write_lines)
+    tmp.replace(path)
+
+
+def generate(cfg: EvalConfig, samples: list[Sample], device: str) -> int:
+    """Generate this rank's missing samples (index mod world_size == rank); returns how many."""
+    output = Path(cfg.output)
+    todo = [s for s in samples if s.index % cfg.world_size == cfg.rank
+            and not video_path(output, s.index).is_file()]
+    if not todo:
+        return 0
+    from model.sample import Sampler, write_video
+
+    sampler = Sampler.load(cfg.checkpoint, device=device)
+    (output / VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
+    # 16 frames (the protocol's clip) at the size the run was trained at (the paper's runs: 344x192)
+    width, height = sampler.cfg.data.width, sampler.cfg.data.height
+    for batch in batches(todo, cfg.batch_size):
+        frames = sampler.generate([s.prompt for s in batch], [s.seed for s in batch], steps=cfg.steps,
+                                  guidance=cfg.guidance, num_frames=CLIP_FRAMES, width=width,
+                                  height=height)  # uint8 (B, 16, H, W, 3)
+        for sample, clip in zip(batch, frames):
+            path = video_path(output, sample.index)
+            tmp = path.with_name(f".{path.stem}.tmp.mp4")
+            write_video(clip, str(tmp))
+            tmp.replace(path)
+    return len(todo)
+
+
+# ------------------------------------------------------------------------------------------ clip sources
+
+def read_clip_file(path: Path) -> np.ndarray:
+    """The central 16 frames of an MP4 file (all of a 16-frame sample), uint8 (16, H, W, 3)."""
+    video = VideoBytes(path.read_bytes())
+    try:
+        return video.decode(central_indices(video.num_frames, CLIP_FRAMES))
+    except SkipSample as exc:
+        raise type(exc)(f"{path}: {exc}") from exc
+    finally:
+        video.close()
+
+
+def iter_source(source: str) -> Iterator[Clip]:
+    """Clips to score, in a fixed order: a REPORT_DIR (its manifest's order), a folder of MP4s (sorted by
+    name), or shards (shard order, through `model.data.iter_clips`)."""
+    path = Path(source)
+    if path.is_dir() and (path / MANIFEST).is_file():
+        for line in (path / MANIFEST).read_text().splitlines():
+            sample = Sample(**json.loads(line))
+            yield Clip(f"{sample.index:06d}", sample.prompt, read_clip_file(video_path(path, sample.index)))
+    elif path.is_dir() and any(path.glob("*.mp4")):
+        for mp4 in sorted(path.glob("*.mp4")):
+            txt = mp4.with_suffix(".txt")
+            caption = txt.read_text(encoding="utf-8").strip() if txt.is_file() else None
+            yield Clip(mp4.stem, caption or None, read_clip_file(mp4))
+    else:
+        pattern = str(path / "*.tar") if path.is_dir() else source
+        yield from iter_clips(pattern, num_frames=CLIP_FRAMES, split=False)
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+def score(cfg: EvalConfig, source: str, device: str) -> tuple[list[dict], list[np.ndarray]]:
+    """FVD and/or CLIPSIM of the first `num_samples` clips of `source`; returns the metric records and the
+    clips of the grid."""
+    from model.eval.clipsim import ClipScorer
+    from model.eval.fvd import i3d_features, real_stats
+    from model.eval.frechet import FeatureStats
+    from model.eval.i3d import KINETICS_CLASSES, I3DDetector
+
+    detector = I3DDetector(cfg.i3d, device) if "fvd" in cfg.metrics else None
+    scorer = ClipScorer(cfg.clip, device, cfg.clip_crop) if "clipsim" in cfg.metrics else None
+    generated = FeatureStats(KINETICS_CLASSES)
+    sim_sum, sim_frames, sim_samples, uncaptioned = 0.0, 0, 0, 0
+    grid: list[np.ndarray] = []
+    for batch in batches(itertools.islice(iter_source(source), cfg.num_samples), cfg.score_batch):
+        grid += [c.frames for c in batch][:GRID_CLIPS - len(grid)]
+        if detector is not None:
+            generated.add(i3d_features(detector, [c.frames for c in batch], cfg.resize))
+        if scorer is not None:
+            captioned = [c for c in batch if c.caption]
+            uncaptioned += len(batch) - len(captioned)
+            if captioned:
+                sims = scorer.frame_similarities([c.frames for c in captioned], [c.caption for c in captioned])
+                sim_sum += float(sum(s.sum() for s in sims))
+                sim_frames += sum(len(s) for s in sims)
+                sim_samples += len(captioned)
+    if not grid:
+        raise ValueError(f"no clips to score in {source}")
+    records = []
+    if detector is not None:
+        shards = expand_shards(str(Path(cfg.real) / "*.tar") if Path(cfg.real).is_dir() else cfg.real)
+        detector_sha = sha256_of(cfg.i3d)
+        real, provenance = real_stats(shards, (c.frames for c in iter_clips(shards, CLIP_FRAMES, split=False)),
+                                      detector, detector_sha, cfg.resize, cfg.real_count or cfg.num_samples,
+                                      Path(cfg.stats_cache), cfg.score_batch)
+        records.append({
+            "metric": "FVD", "value": generated.distance(real),
+            "generated_clips": generated.count, "real_clips": real.count,
+            "frames": f"generated: all {CLIP_FRAMES}; real: central {CLIP_FRAMES}",
+            "resize": cfg.resize, "detector": {"path": cfg.i3d, "kind": detector.kind, "sha256": detector_sha},
+            "real_shards": shards, "real_stats": {"cache": provenance["cache"], "cached": provenance["cached"]},
+        })
+    if scorer is not None:
+        clip_path = Path(cfg.clip)
+        records.append({
+            "metric": "CLIPSIM", "value": sim_sum / sim_frames if sim_frames else None,
+            "samples": sim_samples, "frames": sim_frames, "uncaptioned_skipped": uncaptioned,
+            "scale": "mean cosine similarity, 0-1 (not x100, not clipped)", "crop": cfg.clip_crop,
+            "clip": {"name_or_path": cfg.clip, "sha256": sha256_of(clip_path) if clip_path.exists() else None},
+        })
+    return records, grid
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+def default_device(rank: int) -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
+    return "cpu"
+
+
+def evaluate(cfg: EvalConfig) -> dict | None:
+    """Run one evaluation; returns the report (None on a rank other than 0, which only generates)."""
+    output = Path(cfg.output)
+    device = cfg.device or default_device(cfg.rank)
+    report: dict = {"prompts": cfg.prompts, "num_samples": cfg.num_samples}
+    if cfg.checkpoint is not None:
+        prompts, per_prompt = load_prompts(cfg.prompts, cfg.annotations)
+        samples = build_samples(prompts, per_prompt, cfg.num_samples, cfg.seed)
+        write_manifest(output, samples)
+        written = generate(cfg, samples, device)
+        print(f"hdvg eval: rank {cfg.rank}/{cfg.world_size} generated {written} samples "
+              f"({len(samples) - written} of its share and the others' already there or elsewhere)")
+        barrier(cfg)
+        if cfg.rank != 0:
+            return None
+        missing = [s.index for s in samples if not video_path(output, s.index).is_file()]
+        if missing:
+            raise RuntimeError(f"{len(missing)} samples are not generated yet (first {missing[0]:06d}): "
+                               f"the other ranks have not finished; rerun rank 0 when they have")
+        protocol = len(prompts) * per_prompt
+        report.update(protocol_samples=protocol, complete_protocol=cfg.num_samples >= protocol,
+                      checkpoint=checkpoint_record(cfg.checkpoint),
+                      generation={"steps": cfg.steps, "guidance": cfg.guidance, "seed": cfg.seed,
+                                  "sampler": "DDIM"})
+        source = str(output)
+    else:
+        report.update(videos=cfg.videos)
+        source = cfg.videos
+    records, grid = score(cfg, source, device)
+    report["metrics"] = records
+    save_grid(grid, output / GRID)
+    report["grid"] = GRID
+    write_json(output / REPORT, report)
+    for record in records:
+        value = "n/a" if record["value"] is None else f"{record['value']:.4f}"
+        count = record.get("generated_clips", record.get("samples"))
+        print(f"hdvg eval: {record['metric']} = {value} over {count} samples -> {output / REPORT}")
+    return report
+
+
+def checkpoint_record(run_dir: str) -> dict:
+    """The run and the hashes of what the sampler loaded: its config, its newest checkpoint and the frozen
+    components (VAE, text encoder) the config names, when they are a local folder."""
+    import yaml
+
+    from model.checkpoint import latest_checkpoint
+
+    checkpoint, config = latest_checkpoint(run_dir), Path(run_dir) / "config.yaml"
+    components = str(yaml.safe_load(config.read_text()).get("components", ""))
+    return {"run": run_dir, "file": str(checkpoint), "sha256": sha256_of(checkpoint),
+            "config_sha256": sha256_of(config), "components": components,
+            "components_sha256": sha256_of(components) if components and Path(components).is_dir() else None}
+
+
+def barrier(cfg: EvalConfig) -> None:
+    """Under torchrun, every rank waits until all have generated."""
+    if cfg.world_size > 1 and "MASTER_ADDR" in os.environ:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", rank=cfg.rank, world_size=cfg.world_size)
+        dist.barrier()
