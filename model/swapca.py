@@ -88,7 +88,8 @@ class SwapCrossAttention3D(nn.Module):
             return s + t
         if self.query == "joint":
             x = self.proj_in(unfold_frames(self.norm_s(s + t), num_frames))  # (B, F, H, W, C)
-            h = self.attend(self.norm_q(x), self.norm_q(x)) + x
+            normed = self.norm_q(x)
+            h = self.attend(normed, normed) + x
         else:
             s_ = self.proj_in(unfold_frames(self.norm_s(s), num_frames))
             t_ = self.proj_in(unfold_frames(self.norm_t(t), num_frames))
@@ -108,7 +109,5 @@ def build_fusion(cfg: UNetConfig, channels: int, index: int) -> nn.Module:
     query = {"swap": ("spatial", "temporal")[index % 2], "spatial_queries": "spatial",
              "temporal_queries": "temporal", "st_wsa": "joint"}[cfg.fusion]
     shift = math.ceil(cfg.window[0] / 2) if index % 2 and cfg.fusion_attention == "window" else 0
-    block = SwapCrossAttention3D(channels, query=query, heads=channels // cfg.fusion_head_dim, window=cfg.window,
-                                 shift=shift, attention=cfg.fusion_attention, groups=cfg.norm_num_groups)
-    block.enabled = cfg.fusion_enabled
-    return block
+    return SwapCrossAttention3D(channels, query=query, heads=channels // cfg.fusion_head_dim, window=cfg.window,
+                                shift=shift, attention=cfg.fusion_attention, groups=cfg.norm_num_groups)

@@ -154,14 +154,16 @@ class VideoUNet(nn.Module):
         self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, channels[0], eps=cfg.norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(channels[0], cfg.out_channels, kernel_size=3, padding=1)
-        self.fusion_enabled = cfg.fusion_enabled
+        self.set_fusion_enabled(cfg.fusion_enabled)
 
     def set_fusion_enabled(self, enabled: bool) -> None:
-        """Swap-CA on (True) or addition mode (False: z = t + s); the parameters stay the same either way."""
+        """Swap-CA on (True) or addition mode (False: z = t + s). The parameters stay the same either way; in
+        addition mode they are frozen (requires_grad False), so DDP sees no unused trainable parameters."""
         self.fusion_enabled = bool(enabled)
         for module in self.modules():
             if isinstance(module, SwapCrossAttention3D):
                 module.enabled = self.fusion_enabled
+                module.requires_grad_(self.fusion_enabled)
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute each layer in the backward pass instead of storing its activations."""

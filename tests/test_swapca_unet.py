@@ -38,6 +38,8 @@ def test_query_role_and_shift_alternate_block_by_block():
     assert [f.shift for f in fusions] == [0, math.ceil(cfg.window[0] / 2)] * len(cfg.block_out_channels)
     fixed = _closing_fusions(VideoUNet(UNetConfig.tiny(fusion="temporal_queries")))
     assert {f.query for f in fixed} == {"temporal"}
+    # A config can start in addition mode (training stages 1-2).
+    assert not any(f.enabled for f in _closing_fusions(VideoUNet(UNetConfig.tiny(fusion_enabled=False))))
     # Inside a block, and everywhere in the no-fusion baseline, s and t merge with a 1x1x1 convolution.
     unet = VideoUNet(UNetConfig.tiny(fusion="none"))
     assert all(isinstance(f, MergeConv) for b in unet.blocks() for f in b.fusions)
@@ -82,11 +84,13 @@ def test_addition_mode_switches_at_run_time_with_the_same_parameters():
         unet.set_fusion_enabled(False)
         added = unet(sample, timestep, text)
         assert list(unet.state_dict()) == keys
+        assert not any(p.requires_grad for f in _closing_fusions(unet) for p in f.parameters())
         # Addition mode equals the model whose Swap-CA outputs are zero.
         for f in _closing_fusions(unet):
             f.proj_out.weight.zero_()
             f.proj_out.bias.zero_()
         unet.set_fusion_enabled(True)
+        assert all(p.requires_grad for p in unet.parameters())
         zeroed = unet(sample, timestep, text)
     assert torch.allclose(added, zeroed, atol=1e-5)
     assert not torch.allclose(added, fused, atol=1e-3)
