@@ -18,13 +18,14 @@ import os
 import time
 
 import ray
+from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hdvg.captioning import CaptionerSpec, build_captioner, build_preprocessor, caption_groups, resolve_captioner
 from hdvg.config import ConfigError, CurateConfig
 from hdvg.lock import OutLock
 from hdvg.process import process_video
-from hdvg.scheduler import Scheduler, local_size, read_ahead
+from hdvg.scheduler import Scheduler, error_text, local_size, read_ahead
 from hdvg.shards import ShardWriter, recover, remove_uncommitted, write_stats
 from hdvg.sources import WorkItem, is_release_input, list_inputs
 from hdvg.storage import Store, is_remote
@@ -113,6 +114,13 @@ class WriterActor:
 
     def commit(self) -> str | None:
         return self.writer.commit()
+
+
+def _busy(actor) -> dict:
+    try:
+        return ray.get(actor.busy.remote())
+    except RayError as exc:  # an actor that could not start: its videos are failed rows already
+        return {"error": error_text(exc)}
 
 
 def init_ray(cfg: CurateConfig) -> None:
@@ -209,5 +217,5 @@ def run_curation(cfg: CurateConfig) -> dict:
         if spec.uncaptioned_reason:
             run["uncaptioned"] = spec.uncaptioned_reason
         if stages.captioners:
-            run["captioner_busy"] = ray.get([c.busy.remote() for c in stages.captioners])
+            run["captioner_busy"] = [_busy(c) for c in stages.captioners]
         return write_stats(store, run)

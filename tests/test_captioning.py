@@ -254,3 +254,27 @@ def test_caption_command(uncaptioned_out, tiny_model, tmp_path, capsys):
                  "--max-shards", "1"])
     assert code == 0 and "1 shards" in capsys.readouterr().out
     assert len(list((out / CAPTIONS_DIR / "cli").glob("*.parquet"))) == 1
+
+
+def test_a_captioner_error_fails_its_videos_as_transient(ray_local, tiny_model, tmp_path):
+    from hdvg.pipeline import run_curation
+    from hdvg.shards import recover
+    from tests.test_sources import _three_colour_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        _three_colour_video(videos / name)
+
+    broken = tmp_path / "tiny-blip2"
+    shutil.copytree(tiny_model, broken)
+    for weights in broken.glob("*.safetensors"):  # config.json is fine, the weights are not: the actor raises
+        weights.write_bytes(b"not safetensors")
+    out = tmp_path / "out"
+    values = {"input": str(videos), "output": str(out), "captioner.name": "blip2", "captioner.model": str(broken),
+              "captioner.num_cpus": 0.5, "filter.min_height": 100, "encode.preset": "ultrafast"}
+    stats = run_curation(build_config(values=values))
+    rows = pq.read_table(out / "videos").to_pylist()
+    assert stats["videos_by_status"] == {"failed": 2} and stats["clips"] == 0  # never written uncaptioned
+    assert all(r["reason"].startswith("caption: ") and r["failure"] == "transient" for r in rows)
+    assert recover(out, retry_failed="transient")[0] == set()  # `--retry-failed` redoes them
