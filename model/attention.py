@@ -8,9 +8,10 @@ import torch.nn.functional as F
 
 # Appendix E.2: the 3D window is 8 frames x 3 x 6 latent pixels.
 DEFAULT_WINDOW = (8, 3, 6)
+Size3 = tuple[int, int, int]  # (frames, height, width)
 
 
-def effective_window(size: tuple[int, int, int], window: tuple[int, int, int], shift: int) -> tuple[tuple[int, int, int], int]:
+def effective_window(size: Size3, window: Size3, shift: int) -> tuple[Size3, int]:
     """The window clipped to the input (F, H, W) and the frame shift that goes with it: a window axis larger than
     the input shrinks to it, and a frame window that covers every frame has nothing to shift (shift 0)."""
     clipped = tuple(min(w, s) for w, s in zip(window, size))
@@ -19,7 +20,7 @@ def effective_window(size: tuple[int, int, int], window: tuple[int, int, int], s
     return clipped, (shift % clipped[0] if clipped[0] < size[0] else 0)
 
 
-def window_partition(x: torch.Tensor, window: tuple[int, int, int]) -> torch.Tensor:
+def window_partition(x: torch.Tensor, window: Size3) -> torch.Tensor:
     """(B, F, H, W, C) with F, H, W multiples of the window -> (B, nW, Fw*Hw*Ww, C), windows in raster order."""
     b, f, h, w, c = x.shape
     fw, hw, ww = window
@@ -28,7 +29,7 @@ def window_partition(x: torch.Tensor, window: tuple[int, int, int]) -> torch.Ten
     return x.reshape(b, -1, fw * hw * ww, c)
 
 
-def window_reverse(windows: torch.Tensor, window: tuple[int, int, int], size: tuple[int, int, int]) -> torch.Tensor:
+def window_reverse(windows: torch.Tensor, window: Size3, size: Size3) -> torch.Tensor:
     """Inverse of `window_partition`: (B, nW, N, C) -> (B, F, H, W, C) for the padded size (F, H, W)."""
     b, _, _, c = windows.shape
     fw, hw, ww = window
@@ -38,8 +39,7 @@ def window_reverse(windows: torch.Tensor, window: tuple[int, int, int], size: tu
     return x.reshape(b, f, h, w, c)
 
 
-def window_mask(size: tuple[int, int, int], padded: tuple[int, int, int], window: tuple[int, int, int],
-                shift: int, device: torch.device) -> torch.Tensor | None:
+def window_mask(size: Size3, padded: Size3, window: Size3, shift: int, device: torch.device) -> torch.Tensor | None:
     """Which keys each query of a window may attend to, (nW, N, N) bool (True = attend), or None when every
     pair is allowed. A key is forbidden if it is padding, or (shift > 0) if it lies in another of Swin's
     roll regions than the query, i.e. across the wrap-around of the rolled frames. Each token may always
@@ -75,7 +75,7 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(-3, -2).reshape(*lead, n, heads * d)
 
 
-def window_attention_3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: tuple[int, int, int] = DEFAULT_WINDOW,
+def window_attention_3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: Size3 = DEFAULT_WINDOW,
                         shift: int = 0, heads: int = 1) -> torch.Tensor:
     """Multi-head attention inside non-overlapping 3D windows, optionally shifted along time.
 
@@ -84,7 +84,8 @@ def window_attention_3d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, windo
     with Swin's region mask, reversed, rolled back and cropped (Video Swin's order: padding after the roll would
     break the mask). Only frames shift; a window larger than the input shrinks to it (and its shift becomes 0)."""
     if q.shape != k.shape or k.shape != v.shape or q.dim() != 5:
-        raise ValueError(f"q, k, v must share one (B, F, H, W, C) shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError(f"q, k, v must share one (B, F, H, W, C) shape, "
+                         f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     b, f, h, w, c = q.shape
     if c % heads:
         raise ValueError(f"heads={heads} must divide the channels ({c})")

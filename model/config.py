@@ -31,6 +31,7 @@ class UNetConfig:
     # ModelScope's temporal transformer after conv_in: 8 heads of width 64.
     transformer_in_heads: int = 8
     transformer_in_head_dim: int = 64
+    # LDM / ModelScope normalisation: GroupNorm with 32 groups, eps 1e-5.
     norm_num_groups: int = 32
     norm_eps: float = 1e-5
     # ModelScope's transformers project in and out with Linear layers (SD 1.x uses 1x1 convs: False).

@@ -27,7 +27,8 @@ def _closing_fusions(unet: VideoUNet) -> list[torch.nn.Module]:
 
 def _inputs(frames=4, height=24, width=43, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(2, 4, frames, height, width, generator=g), torch.tensor([10, 700]), torch.randn(2, 7, 32, generator=g)
+    sample = torch.randn(2, 4, frames, height, width, generator=g)
+    return sample, torch.tensor([10, 700]), torch.randn(2, 7, 32, generator=g)
 
 
 def test_query_role_and_shift_alternate_block_by_block():
