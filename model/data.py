@@ -300,8 +300,10 @@ class VideoClips:
 
     def __call__(self, sample: dict, rng: np.random.Generator, stats: Counter) -> dict:
         caption = caption_of(sample)
-        if caption is None and self.uncaptioned == "skip":
-            raise SkipSample("uncaptioned", sample["__key__"])
+        if caption is None:
+            if self.uncaptioned == "skip":
+                raise SkipSample("uncaptioned", sample["__key__"])
+            stats["uncaptioned_empty_text"] += 1
         if "mp4" in sample:
             video = VideoBytes(sample["mp4"])
             try:
@@ -398,7 +400,7 @@ class ShardStream:
 
     def __init__(self, sets: list[ShardSet], make_sample, batch_size: int, seed: int = 0,
                  shuffle_buffer: int = 100, rank: int = 0, world_size: int = 1,
-                 positions: list[int] | None = None):
+                 positions: list[int] | None = None, max_skips_in_a_row: int = 1000):
         if not sets:
             raise ValueError("ShardStream needs at least one shard set")
         if any(s.weight <= 0 for s in sets):
@@ -409,7 +411,7 @@ class ShardStream:
         self.probs = weights / weights.sum()
         self.make_sample, self.batch_size, self.seed = make_sample, batch_size, seed
         self.shuffle_buffer, self.rank, self.world_size = shuffle_buffer, rank, world_size
-        self.positions = positions
+        self.positions, self.max_skips_in_a_row = positions, max_skips_in_a_row
 
     def _raw(self, worker: int, stats: Counter) -> Iterator[dict]:
         """Raw samples of this worker: shard sets mixed by weight, shards resampled at random."""
@@ -452,6 +454,7 @@ class ShardStream:
         for _ in range(position):  # fast-forward: tar members read, nothing decoded
             next(raw)
         pending: dict[str, list[dict]] = {}
+        skipped_in_a_row = 0
         for sample in raw:
             position += 1
             try:
@@ -459,7 +462,13 @@ class ShardStream:
                                         stats)
             except SkipSample as skip:
                 stats[skip.reason] += 1
+                skipped_in_a_row += 1
+                if skipped_in_a_row == self.max_skips_in_a_row:  # a stream that can never yield: say why
+                    raise RuntimeError(f"{skipped_in_a_row} samples in a row unusable, counts {dict(stats)}"
+                                       + (" (uncaptioned shards: data.uncaptioned=empty trains them with empty"
+                                          " text)" if stats["uncaptioned"] else ""))
                 continue
+            skipped_in_a_row = 0
             stats["samples"] += 1
             group = pending.setdefault(self.make_sample.kind(sample), [])
             group.append(item)

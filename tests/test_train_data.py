@@ -3,7 +3,6 @@ weight, images with the aspect filter, exact fast-forward, the evaluation pass a
 from __future__ import annotations
 
 import io
-import tarfile
 from collections import Counter
 from pathlib import Path
 
@@ -14,23 +13,11 @@ import pytest
 from model.data import (ClipTooShort, ShardSet, ShardStream, SRPatches, VideoBytes, VideoClips, decode_frames,
                         expand_shards, frame_indices, iter_clips, iter_tar_samples, random_indices)
 from tests.conftest import best_match, gray_frames, psnr, shared_file
+from tests.model_builders import write_shard
 
 LAION_TAR = "webdataset_samples/video2dataset/return_all_test.tar"
 # its three image samples, stored as `.mp4` members although they are JPEGs: (key, width, height)
 LAION_IMAGES = (("000000014", 256, 259), ("000000025", 504, 256), ("000000356", 149, 225))
-
-
-def write_tar(path: Path, samples: list[dict]) -> Path:
-    """A WebDataset shard of `samples` ({"__key__": k, ext: bytes})."""
-    with tarfile.open(path, "w") as tar:
-        for sample in samples:
-            for ext, data in sample.items():
-                if ext.startswith("__"):
-                    continue
-                info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def curated_samples(curated_out: Path) -> dict[str, dict]:
@@ -94,7 +81,7 @@ def test_stream_skips_and_counts_corrupt_short_and_uncaptioned(curated_out, tmp_
     """A shard with a good clip, an uncaptioned clip, a too-short clip and a JPEG stored as `.mp4`: only the
     good clip is trained; every other sample is counted under its reason; nothing raises."""
     clips, jpeg = curated_samples(curated_out), laion_members()["000000025"]
-    write_tar(tmp_path / "mixed.tar", [
+    write_shard(tmp_path / "mixed.tar", [
         clips["testvideo.1"],                                                    # 150 frames, captioned
         clips["testvideo.3"],                                                    # uncaptioned
         clips["testvideo.0"],                                                    # 30 frames < 16 at stride 2
@@ -126,7 +113,7 @@ def test_stream_skips_and_counts_corrupt_short_and_uncaptioned(curated_out, tmp_
 def image_shard(path: Path) -> Path:
     """An img2dataset-layout shard (jpg + txt) of the real LAION images of the shared tar."""
     members = laion_members()
-    return write_tar(path, [{"__key__": k, "jpg": members[k]["mp4"], "txt": members[k]["txt"]}
+    return write_shard(path, [{"__key__": k, "jpg": members[k]["mp4"], "txt": members[k]["txt"]}
                             for k, _, _ in LAION_IMAGES])
 
 
@@ -175,7 +162,7 @@ def test_evaluation_pass_in_order_central_frames(curated_out, tmp_path):
     assert all(c.frames.shape == (16, 48, 86, 3) and c.frames.dtype == np.uint8 for c in clips)
     assert clips[-1].caption is None and clips[0].caption.startswith("a man in a suit")
     # full frame: testvideo.0 has 30 frames, its central 16 are 7..22
-    write_tar(tmp_path / "short.tar", [curated_samples(curated_out)["testvideo.0"]])
+    write_shard(tmp_path / "short.tar", [curated_samples(curated_out)["testvideo.0"]])
     (clip,) = iter_clips(str(tmp_path / "short.tar"), num_frames=16)
     np.testing.assert_array_equal(clip.frames, decode_frames(curated_samples(curated_out)["testvideo.0"]["mp4"],
                                                              list(range(7, 23))))
@@ -186,7 +173,7 @@ def test_evaluation_pass_in_order_central_frames(curated_out, tmp_path):
 
 def test_sr_patches_are_native_resolution_crops(curated_out, tmp_path):
     sample = curated_samples(curated_out)["testvideo.1"]
-    write_tar(tmp_path / "one.tar", [sample])
+    write_shard(tmp_path / "one.tar", [sample])
     batch = next(iter(ShardStream([ShardSet(str(tmp_path / "one.tar"))], SRPatches(num_frames=3, crop=64),
                                   batch_size=2, seed=0, shuffle_buffer=1)))
     assert batch["frames"].shape == (2, 3, 64, 64, 3) and batch["kind"] == "video"

@@ -1,0 +1,253 @@
+"""`hdvg train`: the Swap-CA text-to-video model trained straight from the curation shards.
+
+One process per GPU under torchrun (a single process without it). Each step: uint8 clips from the shard
+loader (model.data) -> frozen VAE latents (or precomputed latents) -> DDPM noising -> the U-Net's loss;
+captions dropped to the empty text with p_uncond. Gradients accumulate over micro-batches until the global
+batch (128 in the paper) is reached, then AdamW, the LR schedule and the EMA step once. RUN holds
+config.yaml (the resolved config), log.jsonl (one line per logged step) and checkpoints/ (exact resume).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from model.config import UNetConfig
+from model.data import SKIP_REASONS, ShardSet, ShardStream, VideoClips, train_loader
+from model.diffusion import build_noise_scheduler, diffusion_loss, draw_noise, drop_captions
+from model.distributed import Dist, gather_objects, init_distributed, sum_over_ranks, wrap_ddp
+from model.ema import build_ema
+from model.train_config import TrainConfig
+from model.unet import VideoUNet
+
+CONFIG_FILE, LOG_FILE = "config.yaml", "log.jsonl"
+
+
+def build_unet(cfg: TrainConfig) -> VideoUNet:
+    unet = VideoUNet(UNetConfig.from_dict(cfg.unet))
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    return unet
+
+
+def load_unet_weights(unet: torch.nn.Module, source: str) -> None:
+    """U-Net weights of a previous stage: a RUN folder (its latest checkpoint) or one checkpoint file."""
+    path = Path(source)
+    checkpoint = latest_checkpoint(path) if path.is_dir() else path
+    if checkpoint is None or not checkpoint.exists():
+        raise FileNotFoundError(f"--pretrained {source}: no checkpoint there (a RUN folder or a step_*.pt file)")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    unet.load_state_dict(state["model"])
+    print(f"U-Net weights from {checkpoint} (step {state['step']})", flush=True)
+
+
+class Trainer:
+    """Builds everything from a validated config; `run()` trains to `cfg.steps` optimiser steps."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False, env: Dist | None = None,
+                 encoders=None):
+        from diffusers.optimization import get_scheduler
+
+        from model.components import FrozenEncoders
+
+        self.env = env or init_distributed()
+        self.cfg = cfg.validate(self.env.world_size)
+        self.run_dir = Path(run_dir)
+        self.accumulation = cfg.accumulation(self.env.world_size)
+        checkpoint = latest_checkpoint(self.run_dir)
+        if checkpoint is not None and not resume:
+            raise FileExistsError(f"{self.run_dir} already has checkpoints: pass --resume or another --output")
+        if resume and checkpoint is None:
+            print(f"--resume: no checkpoint in {self.run_dir} yet, starting at step 0", flush=True)
+        if not cfg.components:
+            raise ValueError("train config components: a folder or hub id with vae/, text_encoder/, tokenizer/ "
+                             "is needed (`make train` builds tiny random ones with tests/model_builders.py)")
+        torch.manual_seed(cfg.seed + self.env.rank)  # dropout in the U-Net
+        np.random.seed(cfg.seed + self.env.rank)
+        # trainer draws (caption dropout, noise, timesteps, VAE posterior samples): one CPU generator per rank
+        self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.env.rank)
+
+        if Path(cfg.components).exists():  # a local folder: absolute, so the sampler finds it from anywhere
+            cfg.components = str(Path(cfg.components).resolve())
+        self.encoders = encoders or FrozenEncoders.load(cfg.components, self.env.device)
+        unet_cfg = UNetConfig.from_dict(cfg.unet)
+        if self.encoders.text_dim != unet_cfg.cross_attention_dim:
+            raise ValueError(f"unet.cross_attention_dim={unet_cfg.cross_attention_dim} but the text encoder of "
+                             f"{cfg.components} gives states of width {self.encoders.text_dim}")
+        self.unet = build_unet(cfg).to(self.env.device)
+        if cfg.pretrained and checkpoint is None:
+            load_unet_weights(self.unet, cfg.pretrained)
+        self.unet.set_fusion_enabled(unet_cfg.fusion_enabled)
+        self.model = wrap_ddp(self.unet, self.env)
+        self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                           weight_decay=cfg.optim.weight_decay)
+        self.lr_schedule = get_scheduler(cfg.optim.lr_schedule, self.optimizer,
+                                         num_warmup_steps=cfg.optim.warmup_steps, num_training_steps=cfg.steps)
+        self.ema = build_ema(self.unet, cfg.optim.ema_decay) if self.env.main else None
+        self.noise_scheduler = build_noise_scheduler(cfg.diffusion)
+        self.step = 0
+        self.base_counts: Counter = Counter()
+        positions = None
+        state = None
+        if checkpoint is not None:
+            state = load_checkpoint(checkpoint, model=self.unet, optimizer=self.optimizer,
+                                    scheduler=self.lr_schedule, ema=self.ema, restore_rng=False)
+            self.step = state["step"]
+            data = state["data"]
+            self.base_counts = Counter(data["counts"])
+            if cfg.data.resume == "exact":
+                if data["world_size"] != self.env.world_size:
+                    raise ValueError(f"data position saved with {data['world_size']} processes, resumed with "
+                                     f"{self.env.world_size}: use data.resume=reseed")
+                positions = data["positions"][self.env.rank]
+            if self.ema is not None:
+                self.ema.to(self.env.device)
+            print(f"resumed from {checkpoint} at step {self.step}", flush=True)
+        self.stream = self._stream(positions)
+        self.batches = iter(train_loader(self.stream, cfg.data.num_workers))
+        self.positions = list(positions) if positions else [0] * max(1, cfg.data.num_workers)
+        self.counts = [Counter() for _ in self.positions]
+        if state is not None:  # after the loader's workers took their seeds, as in an uninterrupted run
+            from model.checkpoint import restore_rng_states
+
+            restore_rng_states(state["rng"], {"trainer": self.generator})
+        if self.env.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    def _stream(self, positions: list[int] | None) -> ShardStream:
+        d = self.cfg.data
+        if not d.shards:
+            raise ValueError("train config data.shards: no shard set given (--shards 'OUT/shards/*.tar')")
+        weights = d.weights or [1.0] * len(d.shards)
+        seed = self.cfg.seed
+        if self.step and d.resume == "reseed":
+            seed = int(np.random.SeedSequence([self.cfg.seed, self.step]).generate_state(1)[0])
+        if d.latents:
+            from model.latents import LatentClips
+
+            make_sample = LatentClips(d.num_frames, d.frame_stride, d.uncaptioned)
+        else:
+            make_sample = VideoClips(d.num_frames, d.frame_stride, d.width, d.height, d.uncaptioned)
+        return ShardStream([ShardSet(s, w) for s, w in zip(d.shards, weights)], make_sample,
+                           self.cfg.optim.batch_per_gpu, seed=seed, shuffle_buffer=d.shuffle_buffer,
+                           rank=self.env.rank, world_size=self.env.world_size, positions=positions)
+
+    # ------------------------------------------------------------------------------------------ one step
+
+    def _micro_batch(self) -> tuple[torch.Tensor, float]:
+        """Loss of one micro-batch (backward not yet done) and the seconds spent waiting for it."""
+        start = time.perf_counter()
+        batch = next(self.batches)
+        waited = time.perf_counter() - start
+        self.positions[batch["worker"]] = batch["position"]
+        self.counts[batch["worker"]] = Counter(batch["counts"])
+        frames = torch.as_tensor(batch["frames"])
+        images = batch["kind"] == "image"
+        cuda = self.env.device.type == "cuda"
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and self.cfg.mixed_precision == "bf16" \
+            else contextlib.nullcontext()
+        captions = drop_captions(batch["caption"], self.cfg.diffusion.p_uncond, self.generator)
+        with autocast:
+            text = self.encoders.encode_text(captions)  # (B, 77, D)
+            if self.cfg.data.latents:
+                latents = frames.to(self.env.device, torch.float32)  # (B, 4, F, h, w)
+            else:
+                latents = self.encoders.encode_frames(frames, self.generator)  # (B, 4, F, h, w)
+            noise, timesteps = draw_noise(latents, self.cfg.diffusion.num_train_timesteps, self.generator)
+            loss = diffusion_loss(self.model, self.noise_scheduler, latents, text, noise, timesteps, images=images)
+        return loss, waited
+
+    def train_step(self) -> dict:
+        """One optimiser step over `accumulation` micro-batches."""
+        start = time.perf_counter()
+        self.model.train()
+        losses, waited = [], 0.0
+        for i in range(self.accumulation):
+            sync = i == self.accumulation - 1 or self.env.world_size == 1
+            with contextlib.nullcontext() if sync else self.model.no_sync():
+                loss, w = self._micro_batch()
+                (loss / self.accumulation).backward()
+            losses.append(loss.item())
+            waited += w
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.cfg.optim.max_grad_norm)
+        self.optimizer.step()
+        self.lr_schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.step(self.unet.parameters())
+        self.step += 1
+        seconds = time.perf_counter() - start
+        loss, waited_all, seconds_all = sum_over_ranks([float(np.mean(losses)), waited, seconds], self.env)
+        clips = self.accumulation * self.cfg.optim.batch_per_gpu * self.env.world_size
+        return {"step": self.step, "loss": loss / self.env.world_size, "lr": self.lr_schedule.get_last_lr()[0],
+                "grad_norm": float(grad_norm), "clips_per_s": clips / seconds,
+                "data_wait": waited_all / seconds_all}
+
+    def loader_counts(self) -> dict:
+        """Samples used and skipped by reason, over all workers and ranks since the run began."""
+        names = ["samples", *SKIP_REASONS, "uncaptioned_empty_text", "frames_decoded", "frames_used"]
+        total = Counter(self.base_counts)
+        for c in self.counts:
+            total.update(c)
+        summed = sum_over_ranks([float(total[n] - self.base_counts[n]) for n in names], self.env)
+        return {n: int(self.base_counts[n] + v) for n, v in zip(names, summed)}
+
+    def save(self) -> Path | None:
+        data = {"positions": gather_objects(self.positions, self.env), "counts": self.loader_counts(),
+                "world_size": self.env.world_size}
+        if not self.env.main:
+            return None
+        return save_checkpoint(self.run_dir, self.step, model=self.unet, optimizer=self.optimizer,
+                               scheduler=self.lr_schedule, ema=self.ema, generators={"trainer": self.generator},
+                               data=data, extra={"unet": self.cfg.unet}, keep=self.cfg.keep_checkpoints)
+
+    def run(self, steps: int | None = None) -> list[dict]:
+        """Train until `steps` (default cfg.steps) optimiser steps; returns the logged records."""
+        steps = steps or self.cfg.steps
+        d = self.cfg.data
+        if self.env.main:
+            print(f"training {sum(p.numel() for p in self.unet.parameters()) / 1e6:.2f} M U-Net parameters on "
+                  f"{self.env.world_size} x {self.env.device.type}, {self.accumulation} micro-batch(es) of "
+                  f"{self.cfg.optim.batch_per_gpu} per step, shards {d.shards}", flush=True)
+            if d.uncaptioned == "empty":
+                print("NOTE: uncaptioned clips are trained with EMPTY text (unconditional samples)", flush=True)
+        records = []
+        while self.step < steps:
+            record = self.train_step()
+            last = self.step == steps
+            if self.step % self.cfg.log_every == 0 or last:
+                record.update(self.loader_counts())
+                records.append(record)
+                if self.env.main:
+                    self._log(record)
+            if self.step % self.cfg.checkpoint_every == 0 or last:
+                self.save()
+        return records
+
+    def _log(self, record: dict) -> None:
+        skipped = {r: record[r] for r in SKIP_REASONS if record.get(r)}
+        print(f"step {record['step']} loss {record['loss']:.4f} lr {record['lr']:.2e} "
+              f"{record['clips_per_s']:.2f} clips/s data-wait {record['data_wait']:.0%} "
+              f"samples {record['samples']} skipped {skipped or 0}"
+              + (f" empty-text {record['uncaptioned_empty_text']}" if record.get("uncaptioned_empty_text") else ""),
+              flush=True)
+        with (self.run_dir / LOG_FILE).open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def main(cfg: TrainConfig, run_dir: str, resume: bool) -> int:
+    trainer = Trainer(cfg, run_dir, resume=resume)
+    records = trainer.run()
+    if trainer.env.main and records:
+        print(f"done: step {trainer.step}, last loss {records[-1]['loss']:.4f}, RUN {run_dir}", flush=True)
+    if trainer.env.world_size > 1:
+        torch.distributed.destroy_process_group()
+    return 0 if records or trainer.step >= cfg.steps else 1
