@@ -10,7 +10,74 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     """train, sample-video, encode-latents (the Swap-CA text-to-video model)."""
-    return {}
+    tr = sub.add_parser("train", help="train the Swap-CA text-to-video model on shards (torchrun for multi-GPU)")
+    tr.add_argument("--config", default="tiny",
+                    help="tiny | paper | stage1 | stage2 | stage3 | FILE.yaml (default tiny)")
+    tr.add_argument("--shards", action="append", metavar="PATTERN",
+                    help="shard set, e.g. 'OUT/shards/*.tar' (repeat to mix sets; replaces the config's)")
+    tr.add_argument("--weights", action="append", type=float, metavar="W",
+                    help="mixing weight of each --shards set, in order (default equal)")
+    tr.add_argument("--output", required=True, metavar="RUN", help="run folder (config.yaml, log.jsonl, checkpoints/)")
+    tr.add_argument("--steps", type=int, metavar="N", help="train until optimiser step N")
+    tr.add_argument("--resume", action="store_true", help="continue from RUN's newest checkpoint (exact)")
+    tr.add_argument("--pretrained", metavar="PATH", help="U-Net start: a previous stage's RUN or a step_*.pt file")
+    tr.add_argument("--components", metavar="PATH",
+                    help="folder or hub id with vae/, text_encoder/, tokenizer/ (diffusers pipeline layout)")
+    tr.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="override a config field, e.g. --set optim.lr=2e-5 --set data.uncaptioned=empty")
+
+    def cmd_train(args: argparse.Namespace) -> int:
+        from model.train import main
+        from model.train_config import load_config
+
+        overrides = list(args.set)
+        if args.weights and (not args.shards or len(args.weights) != len(args.shards)):
+            raise ValueError(f"--weights: give one per --shards ({len(args.shards or [])}), got {args.weights}")
+        cfg = load_config(args.config, overrides)
+        if args.shards:
+            cfg.data.shards, cfg.data.weights = list(args.shards), list(args.weights or [])
+        for name in ("steps", "pretrained", "components"):
+            if getattr(args, name) is not None:
+                setattr(cfg, name, getattr(args, name))
+        return main(cfg, args.output, args.resume)
+
+    sv = sub.add_parser("sample-video", help="generate a 16-frame 344x192 H.264 MP4 from a prompt (DDIM)")
+    sv.add_argument("prompt")
+    sv.add_argument("--checkpoint", required=True, metavar="RUN", help="a `hdvg train` run folder")
+    sv.add_argument("--output", required=True, metavar="OUT.mp4")
+    sv.add_argument("--seed", type=int, default=0)
+    sv.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50, appendix D.2)")
+    sv.add_argument("--guidance", type=float, default=9.0, help="classifier-free guidance scale (default 9.0, D.2)")
+    sv.add_argument("--fps", type=int, default=8, help="frame rate written to the MP4")
+    sv.add_argument("--device", help="default: cuda when available, else cpu")
+
+    def cmd_sample_video(args: argparse.Namespace) -> int:
+        from model.sample import Sampler, write_video
+
+        sampler = Sampler.load(args.checkpoint, args.device)
+        frames = sampler.generate([args.prompt], [args.seed], steps=args.steps, guidance=args.guidance)
+        write_video(frames[0], args.output, fps=args.fps)
+        print(f"hdvg sample-video: {frames.shape[1]} frames {frames.shape[3]}x{frames.shape[2]} -> {args.output}")
+        return 0
+
+    el = sub.add_parser("encode-latents", help="write latent shards (frozen VAE) that `hdvg train` reads instead")
+    el.add_argument("--shards", required=True, metavar="PATTERN", help="video shards, e.g. 'OUT/shards/*.tar'")
+    el.add_argument("--output", required=True, metavar="LATENT_OUT", help="folder of the latent shards")
+    el.add_argument("--config", default="paper", help="train config whose components and frame size to use")
+    el.add_argument("--components", metavar="PATH", help="override the config's components folder")
+    el.add_argument("--device", help="default: cuda when available, else cpu")
+
+    def cmd_encode_latents(args: argparse.Namespace) -> int:
+        from model.latents import encode_latents
+        from model.train_config import load_config
+
+        cfg = load_config(args.config)
+        n = encode_latents(args.shards, args.output, args.components or cfg.components,
+                           size=(cfg.data.width, cfg.data.height), device=args.device)
+        print(f"hdvg encode-latents: {n} clips -> {args.output}")
+        return 0
+
+    return {"train": cmd_train, "sample-video": cmd_sample_video, "encode-latents": cmd_encode_latents}
 
 
 def _super_resolution(sub: argparse._SubParsersAction) -> dict[str, Handler]:
