@@ -102,7 +102,7 @@ def main() -> int:
         "samples": UCF101_SAMPLES, "scoring_device": best["device"], "scoring_s": score_s,
         "real_stats_s_once": real_s, "real_clips": args.real_clips,
         "generation_s_assumed": generate_s, "sampler_s_per_video_assumed": args.sampler_s_per_video,
-        "total_hours_one_gpu": (score_s + real_s + generate_s) / 3600,
+        "total_hours": (score_s + real_s + generate_s) / 3600,
         "scoring_share_of_total": score_s / (score_s + real_s + generate_s),
         "note": "decoding the real 720p clips is not included; generation time is an assumption",
     }
@@ -114,7 +114,7 @@ def main() -> int:
     print(f"UCF-101 protocol ({UCF101_SAMPLES} samples): scoring {p['scoring_s'] / 3600:.2f} h on "
           f"{p['scoring_device']}, real stats {p['real_stats_s_once'] / 3600:.2f} h once, generation "
           f"{p['generation_s_assumed'] / 3600:.2f} h assumed ({args.sampler_s_per_video} s/video) -> "
-          f"{p['total_hours_one_gpu']:.2f} h; scoring is {p['scoring_share_of_total']:.0%} of it")
+          f"{p['total_hours']:.2f} h; scoring is {p['scoring_share_of_total']:.0%} of it")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
