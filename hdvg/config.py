@@ -63,7 +63,9 @@ class EncodeConfig(_Section):
     crf: int = Field(22, ge=0, le=51, description="x264 CRF")
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                     "veryslow"] = Field("veryfast", description="x264 preset")
-    ffmpeg_threads: int = Field(0, ge=0, description="threads per ffmpeg process (0: ffmpeg decides)")
+    ffmpeg_threads: int = Field(0, ge=0, description="threads of the decoder and of x264 in one video task (0: the "
+                                "task's CPU reservation, run.cpus_per_video rounded up; more threads only contend "
+                                "with the node's other video tasks and cost CPU time)")
     timeout_s: float = Field(3600.0, gt=0, description="wall-clock limit of one video's cutting")
 
 

@@ -160,9 +160,10 @@ class ClipEncoders(threading.Thread):
 
     HANDOFF_STEP_S = 0.1  # how often a producer waiting for queue room checks that the thread still runs
 
-    def __init__(self, cfg: EncodeConfig, size: tuple[int, int], rate: Fraction, time_base: Fraction):
+    def __init__(self, cfg: EncodeConfig, size: tuple[int, int], rate: Fraction, time_base: Fraction,
+                 threads: int = 0):
         super().__init__(daemon=True)
-        self.cfg, self.size, self.rate, self.time_base = cfg, size, rate, time_base
+        self.cfg, self.size, self.rate, self.time_base, self.threads = cfg, size, rate, time_base, threads
         self.frames_written: dict[Path, int] = {}
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=8)  # bounds the scaled frames waiting in memory
@@ -227,7 +228,7 @@ class ClipEncoders(threading.Thread):
                 stream.pix_fmt = "yuv420p"
                 stream.codec_context.sample_aspect_ratio = Fraction(1, 1)
                 stream.time_base = stream.codec_context.time_base = self.time_base
-                stream.codec_context.thread_count = self.cfg.ffmpeg_threads
+                stream.codec_context.thread_count = self.threads
                 stream.options = {"preset": self.cfg.preset, "crf": str(self.cfg.crf)}
                 self.frames_written[path], first, last = 0, None, None
             elif op == "frame":
@@ -249,18 +250,19 @@ class ClipEncoders(threading.Thread):
 
 
 def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | Path, cfg: EncodeConfig,
-              detect: DetectConfig | None = None) -> tuple[SceneScan, list[CutClip]]:
-    """Decode `src` once; detect its cuts (if `detect`) and cut the clips of `plan` into `out_dir`."""
+              detect: DetectConfig | None = None, threads: int = 0) -> tuple[SceneScan, list[CutClip]]:
+    """Decode `src` once; detect its cuts (if `detect`) and cut the clips of `plan` into `out_dir`. `threads`:
+    of the decoder and of x264 each (0: FFmpeg's and x264's choice, about one per core of the machine)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     size = clip_size(info.width, info.height, cfg.max_short_side)
     cuts: list[int] = []
     times: list[float] = []
     encoded: dict[int, Span] = {}   # clip start -> the frames its MP4 holds
-    with DecodedVideo(src) as video:
+    with DecodedVideo(src, threads) as video:
         finder = SceneFinder(detect, video.rate) if detect else None
         scaler = FrameScaler(*size, info.rotation, video.time_base)
-        encoders = ClipEncoders(cfg, size, video.rate, video.time_base)
+        encoders = ClipEncoders(cfg, size, video.rate, video.time_base, threads)
         tick = 1 / (video.rate * video.time_base)  # timestamp step of a frame without one
         waiting: deque = deque()  # (frame number, frame): frames whose clip is not decided yet
         current: int | None = None
@@ -323,9 +325,9 @@ def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | P
 
 
 def cut_clips(src: str | Path, info: VideoInfo, spans: list[Span], out_dir: str | Path,
-              cfg: EncodeConfig) -> list[CutClip]:
+              cfg: EncodeConfig, threads: int = 0) -> list[CutClip]:
     """Cut known `spans` (sorted, non-overlapping) of `src`: `cut_video` with a fixed plan."""
-    return cut_video(src, info, FixedSpans(spans), out_dir, cfg)[1] if spans else []
+    return cut_video(src, info, FixedSpans(spans), out_dir, cfg, threads=threads)[1] if spans else []
 
 
 def count_frames(path: str | Path) -> int:

@@ -13,6 +13,7 @@ Three ways to plan the clips of a video:
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -79,6 +80,13 @@ def video_row(item: WorkItem, status: str, reason: str | None, info: VideoInfo |
         "attempts": fetched.attempts if fetched else attempts,
         "note": note,
     }
+
+
+def task_threads(cfg: CurateConfig) -> int:
+    """Decoder and x264 threads of one video task: `encode.ffmpeg_threads`, else the CPUs the task reserves.
+    FFmpeg's own choice is about one thread per core of the node for each of them, so N tasks on an N-core
+    node would run 2N^2 threads that contend for the same cores (and x264 spends CPU on frame threading)."""
+    return cfg.encode.ffmpeg_threads or max(1, math.ceil(cfg.run.cpus_per_video))
 
 
 def packet_times(path: Path, info: VideoInfo) -> np.ndarray:
@@ -158,7 +166,8 @@ def _rebuild(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConfi
                                      fetched=fetched, note=note))
     cut = []
     for g, group in enumerate(_disjoint_groups(planned)):
-        clips = cut_clips(fetched.path, info, [p.span for p in group], work / f"clips{g}", cfg.encode)
+        clips = cut_clips(fetched.path, info, [p.span for p in group], work / f"clips{g}", cfg.encode,
+                          task_threads(cfg))
         cut += zip(group, clips)
     samples = _samples(item, fetched, info, cut, times, cfg)
     return VideoResult(video_row(item, STATUS_OK, None, info, samples, fetched, note), samples)
@@ -178,7 +187,7 @@ def _detected(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConf
             regions.append(Span(max(first, end), max(last, end)))
             end = regions[-1].end
     plan = SceneClips(cfg.clip, info.fps, regions)
-    scan, clips = cut_video(fetched.path, info, plan, work / "clips", cfg.encode, cfg.detect)
+    scan, clips = cut_video(fetched.path, info, plan, work / "clips", cfg.encode, cfg.detect, task_threads(cfg))
     if hdvila:  # clip ids <vid>.<k>_<j>: the j-th clip inside HD-VILA clip k
         cut = []
         for clip, region in zip(hdvila, regions):

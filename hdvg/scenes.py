@@ -44,15 +44,17 @@ class Span:
 
 class DecodedVideo:
     """The first video stream of `path`, decoded once: iterate for (frame number, frame, seconds since the
-    first frame). Any decoder error becomes a DecodeError naming the frame it happened at."""
+    first frame). Any decoder error becomes a DecodeError naming the frame it happened at. `threads`:
+    decoder threads (0: FFmpeg's choice, one per core and more)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, threads: int = 0):
         try:
             self.container = av.open(str(path))
             self.stream = self.container.streams.video[0]
         except (av.FFmpegError, IndexError) as exc:
             raise DecodeError(f"undecodable video: {exc}") from None
-        self.stream.thread_type = "AUTO"  # frame + slice threads: the decoder is most of the cost
+        self.stream.thread_type = "AUTO"  # frame + slice threads, as many as `threads`
+        self.stream.codec_context.thread_count = threads
         self.rate = Fraction(self.stream.guessed_rate or self.stream.average_rate or 25)
         self.time_base = self.stream.time_base or 1 / self.rate
         self.decoded = 0
