@@ -186,6 +186,10 @@ def resize_center_crop(frames: np.ndarray, out_w: int, out_h: int) -> np.ndarray
     return center_crop(resized, out_w, out_h)
 
 
+# Decode order runs at most this many frames off presentation order (H.264's 16-frame reorder limit).
+REORDER_MARGIN = 16
+
+
 class VideoBytes:
     """One MP4 in memory. Demuxing is cheap and done once: it numbers the frames (presentation order = the
     contract's decoded-frame numbers) and finds the keyframes, so decoding starts at the last keyframe
@@ -231,25 +235,39 @@ class VideoBytes:
         wanted = set(indices)
         if max(wanted) >= self.num_frames:
             raise ClipTooShort(f"frame {max(wanted)} of {self.num_frames}")
-        got: dict[int, np.ndarray] = {}
         width, height = size or self.size
-        codec = self._stream.codec_context
-        number = -1
         try:
-            for packet in [*self._packets[self._start_packet(min(wanted)):], None]:
-                for frame in codec.decode(packet):
-                    self.frames_decoded += 1
-                    number = self._rank.get(frame.pts, -1) if self._exact else number + 1
-                    if number in wanted:
-                        got[number] = frame.to_ndarray(width=width, height=height, format="rgb24",
-                                                       interpolation="AREA")
-                if len(got) == len(wanted):
-                    break
+            got = self._decode(wanted, width, height, skip_before=self._exact)
+            if len(got) != len(wanted) and self._exact:  # a frame reordered past the margin: decode them all
+                got = self._decode(wanted, width, height, skip_before=False)
         except av.FFmpegError as exc:
             raise Undecodable(str(exc)) from exc
         if len(got) != len(wanted):
             raise Undecodable(f"decoded {len(got)} of {len(wanted)} wanted frames")
         return np.stack([got[i] for i in indices])
+
+    def _decode(self, wanted: set[int], width: int, height: int, skip_before: bool) -> dict[int, np.ndarray]:
+        """Decode from the last keyframe before the first wanted frame. With `skip_before`, frames no other
+        frame references (B-frames) are not decoded until REORDER_MARGIN frames before the first wanted one."""
+        codec = self._stream.codec_context
+        codec.flush_buffers()
+        first = min(wanted)
+        ordered = sorted(self._rank)
+        resume_pts = ordered[max(0, first - REORDER_MARGIN)] if skip_before else None
+        codec.skip_frame = "NONREF" if skip_before and first > REORDER_MARGIN else "DEFAULT"
+        got: dict[int, np.ndarray] = {}
+        number = -1
+        for packet in [*self._packets[self._start_packet(first):], None]:
+            if resume_pts is not None and packet is not None and packet.pts >= resume_pts:
+                codec.skip_frame, resume_pts = "DEFAULT", None
+            for frame in codec.decode(packet):
+                self.frames_decoded += 1
+                number = self._rank.get(frame.pts, -1) if self._exact else number + 1
+                if number in wanted:
+                    got[number] = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+            if len(got) == len(wanted):
+                break
+        return got
 
     def close(self) -> None:
         self._container.close()

@@ -45,6 +45,17 @@ def test_decoded_frames_are_the_contracts_numbers(curated_out, tmp_path):
         assert psnr(gray, reference[index]) > 30 and psnr(gray, reference[index]) >= psnr(gray, best) - 0.5
 
 
+def test_skipping_unreferenced_frames_before_the_window_changes_no_pixel(curated_out):
+    """B-frames before the window are not decoded (x264's GOP 250 clips have keyframes only at 0): fewer
+    frames decoded, the same pixels as a decode of every frame."""
+    clip = curated_samples(curated_out)["testvideo.1"]["mp4"]
+    every = decode_frames(clip, list(range(150)), size=(160, 90))
+    window = list(range(100, 132, 2))
+    video = VideoBytes(clip)
+    np.testing.assert_array_equal(video.decode(window, size=(160, 90)), every[window])
+    assert video.frames_decoded < 131
+
+
 def test_decoding_starts_at_the_last_keyframe(curated_out):
     """On a short-GOP re-encode, frames past the first keyframes decode from the nearest keyframe and equal a
     decode from the start."""
