@@ -2,17 +2,35 @@
 
 `capacity_plan(PlanInputs())` sizes each worker group of deploy/ so that its stage finishes within
 `target_days` (the stages run concurrently, pipelined per video, so the job takes about that long), and
-prices the node-hours. Every input is a field below with where its number comes from: "measured" (how is in
-docs/scale.md), "paper", or "assumption" (not measured here; change it with `hdvg plan --set name=value`).
+prices the node-hours. Every input is a field below with where its number comes from: "measured" (read from
+the benchmarks' result files, bench/results/*.json, the one place those figures live; how each is measured is
+in docs/scale.md), "paper", or "assumption" (not measured here; change any with `hdvg plan --set name=value`).
 """
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from hdvg.config import ConfigError
 
 DAY = 86400.0
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+
+
+def measured(file: str, key: str) -> float:
+    """A measured constant from a benchmark's result file (bench/results/<file>)."""
+    path = RESULTS / file
+    try:
+        return float(json.loads(path.read_text())[key])
+    except (OSError, KeyError, ValueError) as exc:
+        raise ConfigError(f"invalid configuration:\n  {key}: no measured value in {path} ({type(exc).__name__}: "
+                          f"{exc}); run the benchmark that writes it or give --set {key}=VALUE") from None
+
+
+def _measured(file: str, key: str):
+    return field(default_factory=lambda: measured(file, key))
 
 
 @dataclass(frozen=True)
@@ -21,10 +39,10 @@ class PlanInputs:
     source_videos: int = 3_300_000        # HD-VILA-100M videos, the sources of HD-VG-130M (paper)
     source_hours: float = 371_500.0       # HD-VILA-100M hours: the spans the job decodes (paper)
     clips: int = 130_000_000              # HD-VG-130M clips = keyframes to caption, one per clip (paper)
-    # ---- CPU stages (measured: 1080p30 H.264, 122.7 s, one vCPU of an AMD EPYC VM; docs/scale.md)
-    video_cpu_s_per_video_s: float = 0.440    # one decode: PySceneDetect adaptive at 256 px + scale to 720p
-                                              # + x264 veryfast crf 22 + keyframes (hdvg.cutting.cut_video)
-    probe_cpu_s_per_video_s: float = 0.0012   # ffprobe with packet count
+    # ---- CPU stages (measured by bench/bench_cpu.py -> bench/results/cpu.json; docs/scale.md)
+    # one decode: PySceneDetect adaptive at 256 px + scale to 720p + x264 veryfast crf 22 + keyframes
+    video_cpu_s_per_video_s: float = _measured("cpu.json", "cut_cpu_s_per_video_s")
+    probe_cpu_s_per_video_s: float = _measured("cpu.json", "probe_cpu_s_per_video_s")  # ffprobe, packet count
     cpu_utilization: float = 0.75         # assumption: share of reserved vCPU-time doing work (stragglers, I/O)
     video_node_vcpus: int = 16            # deploy/: `video` group, num-cpus 16
     # ---- captioning (measured: BLIP-2 OPT-2.7B fp16, whole stage, 30 new tokens, NVIDIA H200; docs/scale.md)
@@ -34,8 +52,10 @@ class PlanInputs:
     source_mbps: float = 2.5              # assumption: mean bitrate of a 720p YouTube download
     download_node_gbps: float = 1.0       # assumption: sustained ingest per `download` node
     videos_per_ip_day: float = 1000.0     # assumption: YouTube downloads one IP sustains before bot checks
-    # ---- outputs (assumption)
+    # ---- outputs
     output_mbps: float = 2.0              # assumption: mean bitrate of the 720p clips (x264 crf 22)
+    # measured by bench/bench_writer.py -> bench/results/writer.json: MB/s one shard writer commits
+    writer_mb_s: float = _measured("writer.json", "writer_mb_s")
     clip_fraction: float = 0.999          # measured: clip seconds / source seconds on the 1080p test video
     # ---- prices: on-demand list prices, USD, AWS us-east-1, as known on 2025-06 (assumption: check them)
     video_node_usd_h: float = 0.714       # c7i.4xlarge: 16 vCPU, 32 GiB
@@ -65,6 +85,8 @@ class Plan:
     download_tb: float
     output_tb: float
     storage_usd_month: float
+    output_mb_s: float     # clip bytes per second the writers commit, on average over the run
+    writers: int           # shard writers that rate needs (shards.writers: per_node gives one per video node)
 
     @property
     def compute_usd(self) -> float:
@@ -105,13 +127,14 @@ def capacity_plan(p: PlanInputs) -> Plan:
         _group("download", f"{download_bytes / 1e12:,.0f} TB from YouTube", download_bytes,
                p.download_node_gbps * 1e9 / 8, p.download_node_usd_h, days),
     ]
-    head_hours = days * 24  # the head (driver, writer, GCS) lives for the whole run
-    groups.append(GroupPlan("head", "driver, shard writer, GCS", 1, head_hours,
-                            round(head_hours * p.head_node_usd_h, 2)))
+    head_hours = days * 24  # the head (driver, GCS) lives for the whole run
+    groups.append(GroupPlan("head", "driver, GCS", 1, head_hours, round(head_hours * p.head_node_usd_h, 2)))
+    output_mb_s = output_bytes / (days * DAY) / 1e6
     return Plan(inputs=p, groups=groups,
                 proxy_ips=math.ceil(p.source_videos / (p.videos_per_ip_day * days)),
                 download_tb=round(download_bytes / 1e12, 1), output_tb=round(output_bytes / 1e12, 1),
-                storage_usd_month=round(output_bytes / 1e9 * p.storage_usd_gb_month, 2))
+                storage_usd_month=round(output_bytes / 1e9 * p.storage_usd_gb_month, 2),
+                output_mb_s=round(output_mb_s, 1), writers=math.ceil(output_mb_s / p.writer_mb_s))
 
 
 def plan_inputs(sets: list[str]) -> PlanInputs:
@@ -121,7 +144,7 @@ def plan_inputs(sets: list[str]) -> PlanInputs:
     for item in sets:
         name, _, raw = item.partition("=")
         if name not in known:
-            raise ConfigError(f"invalid configuration:\n  {name}: unknown plan input (one of: {', '.join(known)})")
+            raise ConfigError(f"invalid configuration:\n  unknown input {name!r} (one of: {', '.join(known)})")
         # field types are the strings "int" / "float" (from __future__ import annotations)
         values[name] = int(float(raw)) if known[name] == "int" else float(raw)
     return PlanInputs(**values)
@@ -138,6 +161,9 @@ def format_plan(plan: Plan) -> str:
               f"(USD {plan.proxy_ips * p.proxy_ip_usd_month * p.target_days / 30:,.0f} for the run)",
               f"data: {plan.download_tb:,} TB downloaded, {plan.output_tb:,} TB of clips "
               f"(USD {plan.storage_usd_month:,.0f} per month stored)",
+              f"writers: {plan.output_mb_s:,} MB/s of clips need {plan.writers} shard writer(s) at "
+              f"{p.writer_mb_s:g} MB/s each (shards.writers=per_node: one on each of the "
+              f"{plan.group('video').nodes} video nodes)",
               f"total: USD {plan.total_usd:,.0f} (compute USD {plan.compute_usd:,.0f})"]
     return "\n".join(lines)
 
