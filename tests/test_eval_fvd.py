@@ -145,15 +145,15 @@ def test_inception_i3d_state_dict_loads_through_the_real_path(tmp_path):
 def test_fvd_of_a_set_with_itself_is_zero_and_grows_with_noise(scripted_i3d):
     detector = I3DDetector(scripted_i3d)
     rng = np.random.default_rng(3)
-    base = rng.integers(40, 216, (8, 16, 224, 224, 3)).astype(np.float32)  # already 224: no resize cost
+    base = rng.integers(40, 216, (6, 16, 224, 224, 3)).astype(np.float32)  # already 224: no resize cost
     noise = rng.standard_normal(base.shape, np.float32)
     reference = i3d_stats(detector, list(base.astype(np.uint8)), "full")
     values = []
-    for sigma in (0, 8, 24, 64):
+    for sigma in (0, 12, 48):
         noisy = np.clip(base + sigma * noise, 0, 255).astype(np.uint8)
         values.append(reference.distance(i3d_stats(detector, list(noisy), "full", batch_size=5)))
     assert abs(values[0]) < 1e-6 * max(values[1:])
-    assert values[0] < values[1] < values[2] < values[3]
+    assert values[0] < values[1] < values[2]
 
 
 def test_real_statistics_are_cached_with_their_provenance(scripted_i3d, tmp_path):

@@ -21,9 +21,11 @@ from typing import Iterator
 import numpy as np
 
 from model.data import Clip, SkipSample, VideoBytes, central_indices, expand_shards, iter_clips
-from model.eval.clipsim import CLIPSIM_MODEL, CROP_POLICIES
-from model.eval.fvd import FVD_CLIPS, batches
+from model.eval.clipsim import CLIPSIM_MODEL, CROP_POLICIES, ClipScorer
 from model.eval.frames import CLIP_FRAMES, RESIZE_POLICIES
+from model.eval.frechet import FeatureStats
+from model.eval.fvd import FVD_CLIPS, batches, i3d_features, real_stats
+from model.eval.i3d import KINETICS_CLASSES, I3DDetector
 from model.eval.prompts import Sample, build_samples, load_prompts
 from model.eval.report import save_grid, sha256_of, write_json
 
@@ -152,8 +154,8 @@ def iter_source(source: str) -> Iterator[Clip]:
         for line in (path / MANIFEST).read_text().splitlines():
             sample = Sample(**json.loads(line))
             yield Clip(f"{sample.index:06d}", sample.prompt, read_clip_file(video_path(path, sample.index)))
-    elif path.is_dir() and any(path.glob("*.mp4")):
-        for mp4 in sorted(path.glob("*.mp4")):
+    elif path.is_dir() and any(path.glob("[!.]*.mp4")):
+        for mp4 in sorted(path.glob("[!.]*.mp4")):  # not the temporary files of an interrupted writer
             txt = mp4.with_suffix(".txt")
             caption = txt.read_text(encoding="utf-8").strip() if txt.is_file() else None
             yield Clip(mp4.stem, caption or None, read_clip_file(mp4))
@@ -167,11 +169,6 @@ def iter_source(source: str) -> Iterator[Clip]:
 def score(cfg: EvalConfig, source: str, device: str) -> tuple[list[dict], list[np.ndarray]]:
     """FVD and/or CLIPSIM of the first `num_samples` clips of `source`; returns the metric records and the
     clips of the grid."""
-    from model.eval.clipsim import ClipScorer
-    from model.eval.fvd import i3d_features, real_stats
-    from model.eval.frechet import FeatureStats
-    from model.eval.i3d import KINETICS_CLASSES, I3DDetector
-
     detector = I3DDetector(cfg.i3d, device) if "fvd" in cfg.metrics else None
     scorer = ClipScorer(cfg.clip, device, cfg.clip_crop) if "clipsim" in cfg.metrics else None
     generated = FeatureStats(KINETICS_CLASSES)
@@ -230,14 +227,14 @@ def evaluate(cfg: EvalConfig) -> dict | None:
     """Run one evaluation; returns the report (None on a rank other than 0, which only generates)."""
     output = Path(cfg.output)
     device = cfg.device or default_device(cfg.rank)
-    report: dict = {"prompts": cfg.prompts, "num_samples": cfg.num_samples}
+    report: dict = {"num_samples": cfg.num_samples}
     if cfg.checkpoint is not None:
         prompts, per_prompt = load_prompts(cfg.prompts, cfg.annotations)
         samples = build_samples(prompts, per_prompt, cfg.num_samples, cfg.seed)
         write_manifest(output, samples)
         written = generate(cfg, samples, device)
-        print(f"hdvg eval: rank {cfg.rank}/{cfg.world_size} generated {written} samples "
-              f"({len(samples) - written} of its share and the others' already there or elsewhere)")
+        print(f"hdvg eval: rank {cfg.rank} of {cfg.world_size} generated {written} of {len(samples)} samples "
+              f"(the others were written before or are other ranks' share)")
         barrier(cfg)
         if cfg.rank != 0:
             return None
@@ -246,7 +243,8 @@ def evaluate(cfg: EvalConfig) -> dict | None:
             raise RuntimeError(f"{len(missing)} samples are not generated yet (first {missing[0]:06d}): "
                                f"the other ranks have not finished; rerun rank 0 when they have")
         protocol = len(prompts) * per_prompt
-        report.update(protocol_samples=protocol, complete_protocol=cfg.num_samples >= protocol,
+        report.update(prompts=cfg.prompts, annotations=cfg.annotations, protocol_samples=protocol,
+                      complete_protocol=cfg.num_samples >= protocol,
                       checkpoint=checkpoint_record(cfg.checkpoint),
                       generation={"steps": cfg.steps, "guidance": cfg.guidance, "seed": cfg.seed,
                                   "sampler": "DDIM"})
