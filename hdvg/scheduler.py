@@ -63,10 +63,6 @@ class InFlight:
     def video_id(self) -> str:
         return self.item.video_id
 
-    @property
-    def clips(self) -> int:
-        return len(self.head[1]) if self.head else 0
-
 
 @dataclass
 class WriterSlot:

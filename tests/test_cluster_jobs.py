@@ -2,7 +2,6 @@
 rebuild, every input file gets exactly one row, a stalled source meets its deadline, one job per OUT."""
 import http.server
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
