@@ -12,6 +12,20 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Import into a test module to run it with one intra-op thread: tiny tensors gain nothing from more,
+    and on a shared machine idle OpenMP threads spinning made these tests 20x slower (measured)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's byte -> printable-character table (bytes the BPE sees as characters)."""
