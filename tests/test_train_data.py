@@ -13,7 +13,7 @@ import pytest
 from model.data import (ClipTooShort, ShardSet, ShardStream, SRPatches, VideoBytes, VideoClips, decode_frames,
                         expand_shards, frame_indices, iter_clips, iter_tar_samples, random_indices)
 from tests.conftest import best_match, gray_frames, psnr, shared_file
-from tests.model_builders import write_shard
+from tests.model_builders import one_torch_thread, write_shard  # noqa: F401 (fixture)
 
 LAION_TAR = "webdataset_samples/video2dataset/return_all_test.tar"
 # its three image samples, stored as `.mp4` members although they are JPEGs: (key, width, height)

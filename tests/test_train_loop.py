@@ -19,7 +19,7 @@ from model.diffusion import diffusion_loss
 from model.train import Trainer
 from model.train_config import load_config
 from tests.conftest import ROOT
-from tests.model_builders import downscaled_clip, save_tiny_components, write_shard
+from tests.model_builders import downscaled_clip, one_torch_thread, save_tiny_components, write_shard  # noqa: F401 (fixture)
 
 # A 2-level U-Net of the tiny family: seconds per step on a CPU (the 4-level tiny is tested in test_unet).
 SMALL_UNET = ["unet.block_out_channels=[8, 16]", "unet.attention_levels=[true, false]", "unet.norm_num_groups=4",
@@ -108,6 +108,7 @@ def _ddp_worker(rank: int, world: int, port: int, inputs: dict, out: str) -> Non
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     env = init_distributed("cpu")
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     unet = VideoUNet(inputs["unet"])
     model = wrap_ddp(unet, env)
@@ -134,7 +135,9 @@ def test_two_ddp_processes_give_the_combined_batch_gradients(tmp_path):
               "latents": torch.randn(4, 4, 3, 4, 6, generator=g), "text": torch.randn(4, 7, 32, generator=g),
               "noise": torch.randn(4, 4, 3, 4, 6, generator=g), "timesteps": torch.tensor([10, 300, 600, 999])}
     port = 29500 + os.getpid() % 1000
-    mp.spawn(_ddp_worker, args=(2, port, inputs, str(tmp_path / "ddp.pt")), nprocs=2, join=True)
+    # fork: the children start with torch and the model code already imported (spawn re-imports them)
+    mp.start_processes(_ddp_worker, args=(2, port, inputs, str(tmp_path / "ddp.pt")), nprocs=2, join=True,
+                       start_method="fork")
     ddp_grads = torch.load(tmp_path / "ddp.pt")
 
     torch.manual_seed(0)
