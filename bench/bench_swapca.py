@@ -43,6 +43,8 @@ VARIANTS = {
 # Table 2: parameters (G), memory (GB), time (ms) per training step.
 PAPER = {"no_fusion": (1.48, 9.37, 135), "global": (1.60, 22.96, 202), "window": (1.60, 9.83, 148)}
 TARGETS = {"window_vs_global_memory": 0.45, "window_vs_global_time": 0.75, "window_vs_no_fusion_time": 1.10}
+PAPER_RATIOS = {"window_vs_global_memory": 9.83 / 22.96, "window_vs_global_time": 148 / 202,
+                "window_vs_no_fusion_time": 148 / 135}
 TEXT_TOKENS = 77  # CLIP's context length
 
 
@@ -107,6 +109,30 @@ def device_name() -> str:
     return f"CPU {model}, {torch.get_num_threads()} threads (fp32)"
 
 
+def ratios_of(results: dict[str, dict]) -> dict[str, float]:
+    """Window Swap-CA against global attention and against the no-fusion model, where both were measured."""
+    window, global_, base = (results.get(k) for k in ("window", "global", "no_fusion"))
+    ratios = {}
+    if window and global_:
+        ratios["window_vs_global_memory"] = window["peak_memory_bytes"] / global_["peak_memory_bytes"]
+        ratios["window_vs_global_time"] = window["step_ms"] / global_["step_ms"]
+    if window and base:
+        ratios["window_vs_no_fusion_time"] = window["step_ms"] / base["step_ms"]
+    return ratios
+
+
+def write_results(args: argparse.Namespace, results: dict[str, dict]) -> None:
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({
+        "device": device_name(), "width": args.width, "sdpa": args.sdpa,
+        "input": {"batch": args.batch, "channels": 4, "frames": args.frames, "height": args.size, "width": args.size},
+        "memory_method": "torch.cuda.max_memory_allocated" if torch.cuda.is_available()
+        else "worker peak RSS (ru_maxrss) minus RSS before building the model",
+        "repeat": args.repeat, "results": results, "ratios": ratios_of(results), "targets": TARGETS,
+        "paper": {k: dict(zip(("params_g", "memory_gb", "time_ms"), v)) for k, v in PAPER.items()},
+    }, indent=1))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=None, help="first block width (default 320 on GPU, 32 on CPU)")
@@ -134,12 +160,13 @@ def main() -> int:
     common = ["--width", str(args.width), "--frames", str(args.frames), "--size", str(args.size),
               "--batch", str(args.batch), "--warmup", str(args.warmup), "--repeat", str(args.repeat),
               "--sdpa", args.sdpa]
-    results = {}
+    results: dict[str, dict] = {}
     for variant in variants:
         proc = subprocess.run([sys.executable, __file__, "--worker", variant, *common], capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"{variant} failed: {proc.stderr[-2000:]}")
         results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+        write_results(args, results)  # after every variant: a long run interrupted keeps what it measured
 
     print(f"Swap-CA cost, {device_name()}, width {args.width}, latents {args.batch} x 4 x {args.frames} x "
           f"{args.size} x {args.size}, sdpa {args.sdpa}, median of {args.repeat} steps")
@@ -149,27 +176,9 @@ def main() -> int:
         paper = " / ".join(map(str, PAPER[name])) if name in PAPER else ""
         print(f"{name:<18}{r['params'] / 1e9:>11.4f}{r['paper_width_params'] / 1e9:>16.3f}"
               f"{r['peak_memory_bytes'] / 1e9:>15.3f}{r['step_ms']:>11.1f}   {paper}")
-    ratios = {}
-    window, global_, base = (results.get(k) for k in ("window", "global", "no_fusion"))
-    if window and global_:
-        ratios["window_vs_global_memory"] = window["peak_memory_bytes"] / global_["peak_memory_bytes"]
-        ratios["window_vs_global_time"] = window["step_ms"] / global_["step_ms"]
-    if window and base:
-        ratios["window_vs_no_fusion_time"] = window["step_ms"] / base["step_ms"]
-    paper_ratios = {"window_vs_global_memory": 9.83 / 22.96, "window_vs_global_time": 148 / 202,
-                    "window_vs_no_fusion_time": 148 / 135}
-    for key, value in ratios.items():
+    for key, value in ratios_of(results).items():
         verdict = "meets" if value <= TARGETS[key] else "MISSES"
-        print(f"{key}: {value:.3f} ({verdict} target <= {TARGETS[key]}; paper {paper_ratios[key]:.3f})")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({
-        "device": device_name(), "width": args.width, "sdpa": args.sdpa,
-        "input": {"batch": args.batch, "channels": 4, "frames": args.frames, "height": args.size, "width": args.size},
-        "memory_method": "torch.cuda.max_memory_allocated" if torch.cuda.is_available()
-        else "worker peak RSS (ru_maxrss) minus RSS before building the model",
-        "repeat": args.repeat, "results": results, "ratios": ratios, "targets": TARGETS,
-        "paper": {k: dict(zip(("params_g", "memory_gb", "time_ms"), v)) for k, v in PAPER.items()},
-    }, indent=1))
+        print(f"{key}: {value:.3f} ({verdict} target <= {TARGETS[key]}; paper {PAPER_RATIOS[key]:.3f})")
     print(f"wrote {args.output}")
     return 0
 
