@@ -208,7 +208,8 @@ class VideoBytes:
             raise Undecodable("no video packets")
         pts = [p.pts for p in self._packets]
         self._exact = None not in pts
-        self._rank = {t: i for i, t in enumerate(sorted(pts))} if self._exact else {}
+        self._pts = sorted(pts) if self._exact else []  # presentation order: frame number -> pts
+        self._rank = {t: i for i, t in enumerate(self._pts)}
         self.frames_decoded = 0
 
     @property
@@ -222,7 +223,7 @@ class VideoBytes:
     def _start_packet(self, first: int) -> int:
         if not self._exact:
             return 0
-        target = sorted(self._rank)[first]
+        target = self._pts[first]
         start = 0
         for i, p in enumerate(self._packets):
             if p.is_keyframe and p.pts <= target:
@@ -252,8 +253,7 @@ class VideoBytes:
         codec = self._stream.codec_context
         codec.flush_buffers()
         first = min(wanted)
-        ordered = sorted(self._rank)
-        resume_pts = ordered[max(0, first - REORDER_MARGIN)] if skip_before else None
+        resume_pts = self._pts[max(0, first - REORDER_MARGIN)] if skip_before else None
         codec.skip_frame = "NONREF" if skip_before and first > REORDER_MARGIN else "DEFAULT"
         got: dict[int, np.ndarray] = {}
         number = -1
@@ -404,8 +404,8 @@ def _shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
 
 
 class ShardStream:
-    """An endless stream of batches for one rank, as a torch IterableDataset (each DataLoader worker runs
-    its own copy, seeded by (seed, rank, worker)). Raw samples are drawn from the shard sets by weight,
+    """An endless stream of batches for one rank; `train_loader` runs a copy in each DataLoader worker,
+    seeded by (seed, rank, worker), so ranks and workers read different samples without a shard split. Raw samples are drawn from the shard sets by weight,
     each set's shards resampled at random, through a shuffle buffer of raw bytes; `make_sample`
     (`VideoClips`, `SRPatches`) then decodes each with its own generator, seeded by its position.
 
@@ -417,8 +417,8 @@ class ShardStream:
     stream yields exactly the batches that follow."""
 
     def __init__(self, sets: list[ShardSet], make_sample, batch_size: int, seed: int = 0,
-                 shuffle_buffer: int = 100, rank: int = 0, world_size: int = 1,
-                 positions: list[int] | None = None, max_skips_in_a_row: int = 1000):
+                 shuffle_buffer: int = 100, rank: int = 0, positions: list[int] | None = None,
+                 max_skips_in_a_row: int = 1000):
         if not sets:
             raise ValueError("ShardStream needs at least one shard set")
         if any(s.weight <= 0 for s in sets):
@@ -428,7 +428,7 @@ class ShardStream:
         weights = np.array([s.weight for s in sets], dtype=np.float64)
         self.probs = weights / weights.sum()
         self.make_sample, self.batch_size, self.seed = make_sample, batch_size, seed
-        self.shuffle_buffer, self.rank, self.world_size = shuffle_buffer, rank, world_size
+        self.shuffle_buffer, self.rank = shuffle_buffer, rank
         self.positions, self.max_skips_in_a_row = positions, max_skips_in_a_row
 
     def _raw(self, worker: int, stats: Counter) -> Iterator[dict]:
