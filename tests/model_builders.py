@@ -148,5 +148,43 @@ def downscaled_clip(sample: dict, width: int, height: int, max_frames: int | Non
     return {**{k: v for k, v in sample.items() if k != "__url__"}, "mp4": data}
 
 
+def save_i3d_torchscript_standin(path: str | Path, seed: int = 0) -> Path:
+    """A TorchScript file with the call signature of StyleGAN-V's `i3d_torchscript.pt`,
+    `forward(x, rescale, resize, return_features)` -> (B, 400); NOT an I3D (the real file is not
+    downloadable here). Its first three outputs report what it was given (the largest value after
+    `rescale`, the channel count, the frame count) so tests see the caller's dtype, layout and flags; it
+    raises on anything but uint8."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class ScriptedI3D(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(3, 4, kernel_size=(4, 16, 16), stride=(4, 16, 16))
+            self.head = nn.Linear(4 * 2 * 2 * 2, 397)
+
+        def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                    return_features: bool = False) -> torch.Tensor:
+            if x.dtype != torch.uint8:
+                raise ValueError("the TorchScript I3D takes uint8 0-255")
+            b, c, t = x.shape[0], x.shape[1], x.shape[2]
+            v = x.float()
+            if rescale:
+                v = v / 127.5 - 1.0
+            if resize:
+                v = F.interpolate(v, size=(t, 224, 224), mode="trilinear", align_corners=False)
+            h = F.adaptive_avg_pool3d(torch.relu(self.conv(v)), (2, 2, 2)).flatten(1)
+            probe = torch.stack([v.amax(dim=(1, 2, 3, 4)), torch.full([b], float(c)), torch.full([b], float(t))], 1)
+            out = torch.cat([probe, self.head(h)], 1)
+            return out if return_features else out.softmax(-1)
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(ScriptedI3D().eval()).save(str(path))
+    return path
+
+
 if __name__ == "__main__":
     print(f"saving tiny RANDOM VAE + CLIP text encoder to {save_tiny_components(sys.argv[1])}")

@@ -1,6 +1,6 @@
 """FVD: the Frechet distance against closed forms, the float64 statistics, both I3D loaders (a random
-InceptionI3d saved as a state dict; a scripted module with the TorchScript I3D's call signature: the real
-files cannot be downloaded here), the central-16 selection of real clips and the frame preparation."""
+InceptionI3d saved as a state dict; `save_i3d_torchscript_standin`, a scripted module with the TorchScript
+I3D's call signature: the real files cannot be downloaded here), the central-16 selection of real clips and the frame preparation."""
 from __future__ import annotations
 
 import av
@@ -9,7 +9,6 @@ import pytest
 import scipy.linalg
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from model.data import ClipTooShort
 from model.eval.frames import resize_frames
@@ -17,6 +16,7 @@ from model.eval.frechet import FeatureStats, frechet_distance
 from model.eval.fvd import i3d_stats, real_stats
 from model.eval.i3d import I3DDetector, InceptionI3d, detector_kind
 from model.eval.run import read_clip_file
+from tests.model_builders import save_i3d_torchscript_standin
 
 
 def random_rotation(dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -68,38 +68,9 @@ def test_feature_stats_accumulate_in_batches_to_numpy_mean_and_covariance(tmp_pa
 
 # ------------------------------------------------------------------------------------------- detectors
 
-class ScriptedI3D(nn.Module):
-    """The TorchScript I3D's signature, `forward(x, rescale, resize, return_features)` -> (B, 400). Its
-    first three features report what it was given: the largest value after `rescale`, the channel count
-    and the frame count, so a test sees the caller's dtype, layout and flags."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv3d(3, 4, kernel_size=(4, 16, 16), stride=(4, 16, 16))
-        self.head = nn.Linear(4 * 2 * 2 * 2, 397)
-
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
-                return_features: bool = False) -> torch.Tensor:
-        if x.dtype != torch.uint8:
-            raise ValueError("the TorchScript I3D takes uint8 0-255")
-        b, c, t = x.shape[0], x.shape[1], x.shape[2]
-        v = x.float()
-        if rescale:
-            v = v / 127.5 - 1.0
-        if resize:
-            v = F.interpolate(v, size=(t, 224, 224), mode="trilinear", align_corners=False)
-        h = F.adaptive_avg_pool3d(torch.relu(self.conv(v)), (2, 2, 2)).flatten(1)
-        probe = torch.stack([v.amax(dim=(1, 2, 3, 4)), torch.full([b], float(c)), torch.full([b], float(t))], 1)
-        out = torch.cat([probe, self.head(h)], 1)
-        return out if return_features else out.softmax(-1)
-
-
 @pytest.fixture(scope="module")
 def scripted_i3d(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("i3d") / "i3d_torchscript.pt"
-    torch.jit.script(ScriptedI3D().eval()).save(str(path))
-    return path
+    return save_i3d_torchscript_standin(tmp_path_factory.mktemp("i3d") / "i3d_torchscript.pt")
 
 
 def test_torchscript_detector_is_called_as_stylegan_v_calls_it(scripted_i3d):

@@ -7,20 +7,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from hdvg.cli import main as hdvg
 from model.data import caption_of, expand_shards, iter_tar_samples
-from tests.model_builders import save_tiny_clip
-from tests.test_eval_fvd import ScriptedI3D
+from tests.model_builders import save_i3d_torchscript_standin, save_tiny_clip
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("eval_weights")
-    torch.manual_seed(0)
-    torch.jit.script(ScriptedI3D().eval()).save(str(folder / "i3d_torchscript.pt"))
-    return folder / "i3d_torchscript.pt", save_tiny_clip(folder / "clip")
+    return save_i3d_torchscript_standin(folder / "i3d_torchscript.pt"), save_tiny_clip(folder / "clip")
 
 
 def test_eval_scores_the_dataset_own_clips(curated_out, weights, tmp_path, capsys):
