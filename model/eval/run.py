@@ -198,7 +198,7 @@ def score(cfg: EvalConfig, source: str, device: str) -> tuple[list[dict], list[n
         records.append({
             "metric": "FVD", "value": generated.distance(real),
             "generated_clips": generated.count, "real_clips": real.count,
-            "frames": f"generated: all {CLIP_FRAMES}; real: central {CLIP_FRAMES}",
+            "frames": f"central {CLIP_FRAMES} of every clip (all of a {CLIP_FRAMES}-frame sample), both sides",
             "resize": cfg.resize, "detector": {"path": cfg.i3d, "kind": detector.kind, "sha256": detector_sha},
             "real_shards": shards, "real_stats": {"cache": provenance["cache"], "cached": provenance["cached"]},
         })
