@@ -23,6 +23,17 @@ def validate(out: str | Path) -> tuple[list[str], dict]:
     return _validate(Path(out))
 
 
+def _rows(folder: Path, problems: list[str]) -> list[dict]:
+    """Rows of every parquet part of `folder`; a part that does not read is a problem, not a crash."""
+    rows: list[dict] = []
+    for part in sorted(folder.glob("*.parquet")):
+        try:
+            rows += pq.read_table(part).to_pylist()
+        except Exception as exc:  # truncated, zero length, not parquet
+            problems.append(f"{folder.name}/{part.name}: unreadable ({exc})")
+    return rows
+
+
 def _validate(out: Path) -> tuple[list[str], dict]:
     problems: list[str] = []
     shards = sorted((out / SHARDS_DIR).glob("*.tar"))
@@ -51,13 +62,13 @@ def _validate(out: Path) -> tuple[list[str], dict]:
                 seen[meta.get("clip_id")] = shard.name
         except Exception as exc:  # a truncated or corrupt tar, whatever the reader raises
             problems.append(f"{shard.name}: unreadable ({exc})")
-    index = pq.read_table(out / INDEX_DIR).to_pylist() if any((out / INDEX_DIR).glob("*.parquet")) else []
+    index = _rows(out / INDEX_DIR, problems)
     if sorted(r["clip_id"] for r in index) != sorted(seen):
         problems.append(f"index has {len(index)} rows, shards {len(seen)} clips")
     for r in index:
         if seen.get(r["clip_id"]) not in (None, r["shard"]):
             problems.append(f"index row {r['clip_id']} names shard {r['shard']}, found in {seen[r['clip_id']]}")
-    videos = pq.read_table(out / VIDEOS_DIR).to_pylist() if any((out / VIDEOS_DIR).glob("*.parquet")) else []
+    videos = _rows(out / VIDEOS_DIR, problems)
     ids = [v["video_id"] for v in videos if v["status"] == STATUS_OK]
     if len(ids) != len(set(ids)):  # (a duplicate *input* line is its own failed row, by design)
         problems.append("a video is committed twice in videos/")

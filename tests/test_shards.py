@@ -57,22 +57,6 @@ def test_shards_hold_whole_videos_and_read_back_with_webdataset(tmp_path):
     assert os.listdir(tmp_path / "_tmp") == []
 
 
-def test_recover_drops_uncommitted_parts_and_reports_done(tmp_path):
-    write_shards(tmp_path, [(row("a", 1), [fake_clip("a", 0)])], samples_per_shard=1)
-    # a crash after the tar and index renames but before the commit marker:
-    writer = ShardWriter(tmp_path, samples_per_shard=10, first=1)
-    writer.add(row("b", 1), [fake_clip("b", 0)])
-    writer._tar.close()
-    os.replace(writer._tmp(".tar"), tmp_path / "shards" / "000001.tar")
-    (tmp_path / "index" / "000001.parquet").write_bytes(b"partial")
-    (tmp_path / "shards" / "000002.tar.part").write_bytes(b"junk")
-    done, next_number = recover(tmp_path)
-    assert done == {"a"} and next_number == 1
-    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["000000.tar"]
-    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["000000.parquet"]
-    assert not (tmp_path / "_tmp").exists() or os.listdir(tmp_path / "_tmp") == []
-
-
 def test_pending_rows_without_clips_are_committed(tmp_path):
     write_shards(tmp_path, [(row("f1", 0, "filtered"), []), (row("f2", 0, "failed"), [])], samples_per_shard=8)
     assert not list((tmp_path / "shards").glob("*.tar"))

@@ -64,10 +64,13 @@ def test_shards_validate_and_recover(out_uri):
     writer.add(row("c", 1), [fake_clip("c", 0)])
     writer._tar.close()
     store.publish(writer._tmp(".tar"), "shards", "000002.tar")
+    store.write_bytes("index", "000002.parquet", b"partial")
+    store.write_bytes("shards", "000003.tar.part", b"junk")  # a stray file
     (writer.scratch / "stray.part").write_bytes(b"x")
     assert validate(out_uri)[1]["clips"] == 3  # the residue is visible before recovery...
     assert recover(out_uri) == ({"a", "b"}, 2)
     assert store.list("shards") == ["000000.tar"]  # ...and gone after it, scratch included
+    assert store.list("index") == ["000000.parquet"]
     assert not writer.scratch.exists() and store.list("_tmp") == []
     write_stats(out_uri, {})
     problems, summary = validate(out_uri)
