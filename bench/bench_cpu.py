@@ -9,8 +9,8 @@ Figures are input-video seconds per wall-second, and CPU seconds per video-secon
 on a shared machine wall time is noisy, CPU time much less). Cut precision/recall are those of the clips the
 timed hdvg run wrote (its index), and of the CLI's scene lists, against the cut lists of
 ../shared/data/ground_truth (see TRUTH for where each comes from). A per-stage CPU profile of the video task
-(probe, decode, detect, scale, encode, keyframes) follows; everything goes to bench/results/cpu.json, which
-`hdvg plan` reads (`cut_cpu_s_per_video_s`, `probe_cpu_s_per_video_s`).
+(probe, decode, detect, scale, encode, keyframes) follows; everything goes to bench/results/cpu.json (with
+--repeat N: cpu_repeatN.json), which `hdvg plan` reads (`cut_cpu_s_per_video_s`, `probe_cpu_s_per_video_s`).
 """
 from __future__ import annotations
 
@@ -315,14 +315,15 @@ def main() -> int:
         "stage_cpu_s_per_video_s": stages,
         "hdvg_cpu_s_by_process": {k: round(v, 2) for k, v in hdvg_kinds.items()},
     }
+    results = RESULTS if args.repeat == 1 else RESULTS.with_name(f"cpu_repeat{args.repeat}.json")
     if stages:  # the measured constants of `hdvg plan`
         result["cut_cpu_s_per_video_s"] = round(stages["video_task"] - stages["probe"], 4)
         result["probe_cpu_s_per_video_s"] = stages["probe"]
-    elif RESULTS.exists():  # keep the last measured constants
-        old = json.loads(RESULTS.read_text())
+    elif results.exists():  # keep the last measured constants
+        old = json.loads(results.read_text())
         result.update({k: old[k] for k in ("cut_cpu_s_per_video_s", "probe_cpu_s_per_video_s") if k in old})
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
