@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -223,3 +224,26 @@ def test_job_reads_and_writes_s3_and_resumes(s3_env, sample_videos, tmp_path):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in first.stdout + first.stderr + second.stdout + second.stderr
+
+
+def test_local_commits_fsync_each_file_before_its_rename_and_the_folder_after(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):  # the real fsync, recording what it flushed
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", str(src), str(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_shards(tmp_path, [(row("a", 1), [fake_clip("a", 0)])], samples_per_shard=1)
+    renames = [i for i, e in enumerate(events) if e[0] == "rename"]
+    assert [Path(events[i][2]).parent.name for i in renames] == ["shards", "index", "videos"]  # marker last
+    for i in renames:
+        src, dst = events[i][1], events[i][2]
+        assert ("fsync", src) in events[:i]                              # the file's bytes, before its rename
+        assert ("fsync", str(Path(dst).parent)) in events[i + 1:i + 2]   # its folder's entry, right after
