@@ -37,15 +37,25 @@ def build_unet(cfg: TrainConfig) -> VideoUNet:
     return unet
 
 
-def load_unet_weights(unet: torch.nn.Module, source: str) -> None:
-    """U-Net weights of a previous stage: a RUN folder (its latest checkpoint) or one checkpoint file."""
+def load_start(unet: VideoUNet, source: str, run_dir: Path) -> None:
+    """The U-Net's start: a previous stage (a hdvg RUN folder: its newest checkpoint's model weights; or one
+    step_*.pt file), else a diffusers U-Net (`model.pretrained`: ModelScope's UNet3DConditionModel or an SD
+    UNet2DConditionModel, a folder or a hub pipeline id with unet/), whose load report goes to
+    RUN/pretrained.json."""
     path = Path(source)
-    checkpoint = latest_checkpoint(path) if path.is_dir() else path
-    if checkpoint is None or not checkpoint.exists():
-        raise FileNotFoundError(f"--pretrained {source}: no checkpoint there (a RUN folder or a step_*.pt file)")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    unet.load_state_dict(state["model"])
-    print(f"U-Net weights from {checkpoint} (step {state['step']})", flush=True)
+    if path.suffix == ".pt" or (path / "config.yaml").is_file():
+        checkpoint = latest_checkpoint(path) if path.is_dir() else path
+        if checkpoint is None or not checkpoint.exists():
+            raise FileNotFoundError(f"pretrained {source}: a RUN folder without checkpoints")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        unet.load_state_dict(state["model"])
+        print(f"U-Net weights from {checkpoint} (step {state['step']})", flush=True)
+        return
+    from model.pretrained import load_pretrained
+
+    report = load_pretrained(unet, source, subfolder=None if path.exists() else "unet")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "pretrained.json").write_text(json.dumps(report.to_dict(), indent=1))
 
 
 class Trainer:
@@ -82,8 +92,8 @@ class Trainer:
             raise ValueError(f"unet.cross_attention_dim={unet_cfg.cross_attention_dim} but the text encoder of "
                              f"{cfg.components} gives states of width {self.encoders.text_dim}")
         self.unet = build_unet(cfg).to(self.env.device)
-        if cfg.pretrained and checkpoint is None:
-            load_unet_weights(self.unet, cfg.pretrained)
+        if cfg.pretrained and checkpoint is None:  # a resumed run has its own weights
+            load_start(self.unet, cfg.pretrained, self.run_dir)
         self.unet.set_fusion_enabled(unet_cfg.fusion_enabled)
         self.model = wrap_ddp(self.unet, self.env)
         self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,

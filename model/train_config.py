@@ -81,7 +81,8 @@ class TrainConfig:
     # diffusers pipeline folder or hub id with vae/, text_encoder/, tokenizer/: ModelScope's text-to-video
     # release, the paper's start (Sec. 4.3; OpenCLIP ViT-H/14 text states of width 1024).
     components: str = "damo-vilab/text-to-video-ms-1.7b"
-    # U-Net start: a previous RUN (its latest checkpoint's model weights), or none (random init).
+    # U-Net start (model.train.load_start): a previous stage's RUN, a diffusers U-Net folder / hub pipeline
+    # id (ModelScope's, as the paper starts, Sec. 4.3), or none (random init).
     pretrained: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)

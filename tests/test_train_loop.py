@@ -99,6 +99,10 @@ def test_resume_gives_the_uninterrupted_loss(components, small_shards, tmp_path)
     assert a["data"] == b["data"] and a["data"]["counts"]["uncaptioned_empty_text"] >= 1
     with pytest.raises(FileExistsError, match="--resume"):
         Trainer(config(components, shards, "steps=3", *args), tmp_path / "a")
+    # the next stage starts from this run's newest weights
+    next_stage = Trainer(config(components, shards, f"pretrained={tmp_path / 'a'}", *args), tmp_path / "c")
+    for name, tensor in next_stage.unet.state_dict().items():
+        torch.testing.assert_close(tensor, a["model"][name], rtol=0, atol=0)
 
 
 def _ddp_worker(rank: int, world: int, port: int, inputs: dict, out: str) -> None:
