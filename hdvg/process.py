@@ -67,9 +67,9 @@ def video_row(item: WorkItem, status: str, reason: str | None, info: VideoInfo |
               clips: list[ClipSample] = (), fetched: Fetched | None = None, note: str | None = None,
               attempts: int | None = None) -> dict:
     """The VIDEO_SCHEMA row of a video; the one row builder (the pipeline's failed rows use it too)."""
-    reason = redact(reason) if reason else reason  # no credentials written into a URL reach a row
+    reason = redact(reason) if reason else reason  # no credentials written into a URL reach a row (nor its source)
     return {
-        "video_id": item.video_id, "source": item.source, "status": status, "reason": reason,
+        "video_id": item.video_id, "source": redact(item.source), "status": status, "reason": reason,
         "failure": failure_class(reason) if status == STATUS_FAILED else None,
         "num_clips": len(clips),
         "duration": info.duration if info else None,
@@ -129,7 +129,7 @@ def _samples(item: WorkItem, fetched: Fetched, info: VideoInfo, cut: list[tuple[
     for p, c in cut:
         end_time = float(times[c.span.end]) if c.span.end < len(times) else end_of_video
         meta = {
-            "clip_id": p.clip_id, "video_id": item.video_id, "source": item.source,
+            "clip_id": p.clip_id, "video_id": item.video_id, "source": redact(item.source),
             "start_frame": c.span.start, "end_frame": c.span.end,
             "start_time": round(float(times[c.span.start]), 6), "end_time": round(end_time, 6),
             "fps": info.fps, "width": c.width, "height": c.height, "num_frames": c.span.num_frames,

@@ -157,6 +157,15 @@ def test_proxy_and_cookies_stay_out_of_rows_and_the_cookie_file_is_untouched(ser
     assert cookies.read_bytes() == before
 
 
+def test_credentials_in_a_source_url_reach_neither_the_row_nor_the_clips(server, tmp_path):
+    cfg = build_config(values={"input": "-", "output": "-", "filter.min_height": 100, "encode.preset": "ultrafast",
+                               **{f"source.{k}": v for k, v in FAST.items()}})
+    got = process_video(WorkItem("v", f"http://user:SECRETPASS@{server.base[7:]}/ok/i.mp4"), cfg, tmp_path)
+    assert got.row["status"] == STATUS_OK and got.clips
+    assert got.row["source"] == f"http://<redacted>@{server.base[7:]}/ok/i.mp4"
+    assert all(c.meta["source"] == got.row["source"] for c in got.clips)
+
+
 def test_process_video_records_format_attempts_and_the_real_message(server, tmp_path):
     cfg = build_config(values={"input": "-", "output": "-", "filter.min_height": 100, "encode.preset": "ultrafast",
                                **{f"source.{k}": v for k, v in FAST.items()}})
