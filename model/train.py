@@ -124,6 +124,7 @@ class Trainer:
         self.batches = iter(train_loader(self.stream, cfg.data.num_workers))
         self.positions = list(positions) if positions else [0] * max(1, cfg.data.num_workers)
         self.counts = [Counter() for _ in self.positions]
+        self.batch_kinds: Counter = Counter()  # micro-batches of videos / images this process trained
         if state is not None:  # after the loader's workers took their seeds, as in an uninterrupted run
             from model.checkpoint import restore_rng_states
 
@@ -158,6 +159,7 @@ class Trainer:
         batch = next(self.batches)
         waited = time.perf_counter() - start
         self.positions[batch["worker"]] = batch["position"]
+        self.batch_kinds[batch["kind"]] += 1
         self.counts[batch["worker"]] = Counter(batch["counts"])
         frames = torch.as_tensor(batch["frames"])
         images = batch["kind"] == "image"
@@ -198,7 +200,7 @@ class Trainer:
         loss, waited_all, seconds_all = sum_over_ranks([float(np.mean(losses)), waited, seconds], self.env)
         clips = self.accumulation * self.cfg.optim.batch_per_gpu * self.env.world_size
         return {"step": self.step, "loss": loss / self.env.world_size, "lr": self.lr_schedule.get_last_lr()[0],
-                "grad_norm": float(grad_norm), "clips_per_s": clips / seconds,
+                "grad_norm": float(grad_norm), "clips_per_s": clips / seconds, "batches": dict(self.batch_kinds),
                 "data_wait": waited_all / seconds_all}
 
     def loader_counts(self) -> dict:

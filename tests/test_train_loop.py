@@ -105,6 +105,21 @@ def test_resume_gives_the_uninterrupted_loss(components, small_shards, tmp_path)
         torch.testing.assert_close(tensor, a["model"][name], rtol=0, atol=0)
 
 
+def test_joint_image_video_training(components, small_shards, curated_out, tmp_path):
+    """Image shards (img2dataset layout: the curated keyframes as jpg + txt) mix with video shards; image
+    micro-batches (one frame) train beside video ones."""
+    images = [{"__key__": s["__key__"], "jpg": s["jpg"], "txt": b"a photograph of a city"}
+              for s in iter_tar_samples(expand_shards(str(curated_out / "shards" / "*.tar")))]
+    write_shard(tmp_path / "images.tar", images)
+    cfg = config(components, str(small_shards / "000000.tar"), "steps=4", "optim.batch_per_gpu=1",
+                 "optim.batch_size=1", "checkpoint_every=100")
+    cfg.data.shards.append(str(tmp_path / "images.tar"))
+    cfg.data.weights = [0.5, 0.5]
+    records = Trainer(cfg, tmp_path / "run").run()
+    assert records[-1]["batches"]["image"] >= 1 and records[-1]["batches"]["video"] >= 1
+    assert all(np.isfinite(r["loss"]) for r in records)
+
+
 def _ddp_worker(rank: int, world: int, port: int, inputs: dict, out: str) -> None:
     from model.distributed import init_distributed, wrap_ddp
     from model.unet import VideoUNet
