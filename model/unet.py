@@ -134,19 +134,20 @@ class VideoUNet(nn.Module):
                 cfg, ins, width, temb_channels, [cfg.attention_levels[i]] * cfg.layers_per_block,
                 fusions(width, cfg.layers_per_block), resample="down" if i < levels - 1 else None))
         mid = channels[-1]
+        # ModelScope's mid block: a layer with both transformers, then ResBlock + temporal conv.
         self.mid_block = VideoBlock(cfg, [mid, mid], mid, temb_channels, [True, False],
                                     [MergeConv(mid), MergeConv(mid)])
         self.up_blocks = nn.ModuleList()
         reversed_channels = list(reversed(channels))
         reversed_attention = list(reversed(cfg.attention_levels))
+        # Widths of the encoder's skips in the order they are made (conv_in, each layer, each down-sampler);
+        # the decoder consumes them last first.
         skip_widths = [channels[0]] + [w for i, w in enumerate(channels)
                                        for _ in range(cfg.layers_per_block + (i < levels - 1))]
         prev = reversed_channels[0]
+        layers = cfg.layers_per_block + 1
         for i, width in enumerate(reversed_channels):
-            layers = cfg.layers_per_block + 1
-            ins = []
-            for j in range(layers):
-                ins.append((prev if j == 0 else width) + skip_widths.pop())
+            ins = [(prev if j == 0 else width) + skip_widths.pop() for j in range(layers)]
             self.up_blocks.append(VideoBlock(
                 cfg, ins, width, temb_channels, [reversed_attention[i]] * layers, fusions(width, layers),
                 resample="up" if i < levels - 1 else None))
@@ -171,6 +172,7 @@ class VideoUNet(nn.Module):
             block.gradient_checkpointing = True
 
     def blocks(self) -> list[VideoBlock]:
+        """Encoder, mid and decoder blocks in execution order."""
         return [*self.down_blocks, self.mid_block, *self.up_blocks]
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float, encoder_hidden_states: torch.Tensor,
