@@ -50,12 +50,18 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     sv.add_argument("--guidance", type=float, default=9.0, help="classifier-free guidance scale (default 9.0, D.2)")
     sv.add_argument("--fps", type=int, default=8, help="frame rate written to the MP4")
     sv.add_argument("--device", help="default: cuda when available, else cpu")
+    sv.add_argument("--upscale", metavar="SR_RUN",
+                    help="a `hdvg train-sr` run: 4x the frames (344x192 -> 1376x768, the paper's final output)")
 
     def cmd_sample_video(args: argparse.Namespace) -> int:
         from model.sample import Sampler, write_video
 
         sampler = Sampler.load(args.checkpoint, args.device)
         frames = sampler.generate([args.prompt], [args.seed], steps=args.steps, guidance=args.guidance)
+        if args.upscale:
+            from model.sr.upscale import load_upscaler
+
+            frames = load_upscaler(args.upscale, args.device).upscale(frames[0])[None]  # (1, F, 4H, 4W, 3)
         write_video(frames[0], args.output, fps=args.fps)
         print(f"hdvg sample-video: {frames.shape[1]} frames {frames.shape[3]}x{frames.shape[2]} -> {args.output}")
         return 0

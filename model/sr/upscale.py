@@ -83,6 +83,7 @@ def save_upscaler(run_dir: Path, cfg: SRConfig, ema_state: dict[str, torch.Tenso
     """The inference weights of a run (the EMA generator, as Real-ESRGAN ships `params_ema`), beside its config.
     Written to a temporary name and renamed: a reader never sees half a file."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1))
     tmp = run_dir / (WEIGHTS_FILE + ".tmp")
     torch.save({"rcan": ema_state, "step": step}, tmp)
