@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import yaml
 
-from model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from model.checkpoint import latest_checkpoint, load_checkpoint, restore_rng_states, save_checkpoint
 from model.config import UNetConfig
 from model.data import SKIP_REASONS, ShardSet, ShardStream, VideoClips, train_loader
 from model.diffusion import build_noise_scheduler, diffusion_loss, draw_noise, drop_captions
@@ -61,8 +61,7 @@ def load_start(unet: VideoUNet, source: str, run_dir: Path) -> None:
 class Trainer:
     """Builds everything from a validated config; `run()` trains to `cfg.steps` optimiser steps."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False, env: Dist | None = None,
-                 encoders=None):
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False, env: Dist | None = None):
         from diffusers.optimization import get_scheduler
 
         from model.components import FrozenEncoders
@@ -86,7 +85,7 @@ class Trainer:
 
         if Path(cfg.components).exists():  # a local folder: absolute, so the sampler finds it from anywhere
             cfg.components = str(Path(cfg.components).resolve())
-        self.encoders = encoders or FrozenEncoders.load(cfg.components, self.env.device)
+        self.encoders = FrozenEncoders.load(cfg.components, self.env.device)
         unet_cfg = UNetConfig.from_dict(cfg.unet)
         if self.encoders.text_dim != unet_cfg.cross_attention_dim:
             raise ValueError(f"unet.cross_attention_dim={unet_cfg.cross_attention_dim} but the text encoder of "
@@ -126,8 +125,6 @@ class Trainer:
         self.counts = [Counter() for _ in self.positions]
         self.batch_kinds: Counter = Counter()  # micro-batches of videos / images this process trained
         if state is not None:  # after the loader's workers took their seeds, as in an uninterrupted run
-            from model.checkpoint import restore_rng_states
-
             restore_rng_states(state["rng"], {"trainer": self.generator})
         if self.env.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
