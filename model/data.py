@@ -405,9 +405,10 @@ def _shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
 
 class ShardStream:
     """An endless stream of batches for one rank; `train_loader` runs a copy in each DataLoader worker,
-    seeded by (seed, rank, worker), so ranks and workers read different samples without a shard split. Raw samples are drawn from the shard sets by weight,
-    each set's shards resampled at random, through a shuffle buffer of raw bytes; `make_sample`
-    (`VideoClips`, `SRPatches`) then decodes each with its own generator, seeded by its position.
+    seeded by (seed, rank, worker), so ranks and workers read different samples without a shard split.
+    Raw samples are drawn from the shard sets by weight, each set's shards resampled at random, through a
+    shuffle buffer of raw bytes; `make_sample` (`VideoClips`, `SRPatches`, `LatentClips`) then decodes each
+    with its own generator, seeded by its position.
 
     A batch: {"frames": uint8 (B, F, H, W, 3), "caption": [str], "clip_id": [str], "kind": "video"|"image",
     "worker": w, "position": samples this worker has drawn so far, "counts": {reason: n, "frames_decoded",

@@ -13,7 +13,8 @@ import pytest
 from model.data import (ClipTooShort, ShardSet, ShardStream, SRPatches, VideoBytes, VideoClips, decode_frames,
                         expand_shards, frame_indices, iter_clips, iter_tar_samples, random_indices)
 from tests.conftest import best_match, gray_frames, psnr, shared_file
-from tests.model_builders import one_torch_thread, write_shard  # noqa: F401 (fixture)
+from tests.model_builders import write_shard
+from tests.model_builders import one_torch_thread  # noqa: F401 (autouse fixture)
 
 LAION_TAR = "webdataset_samples/video2dataset/return_all_test.tar"
 # its three image samples, stored as `.mp4` members although they are JPEGs: (key, width, height)
@@ -104,7 +105,8 @@ def test_stream_skips_and_counts_corrupt_short_and_uncaptioned(curated_out, tmp_
     for _ in range(3):
         batch = next(batches)
         seen.update(batch["clip_id"])
-        assert batch["frames"].shape == (1, 16, 36, 64, 3) and batch["caption"] == ["a slideshow of photographs of a city"]
+        assert batch["frames"].shape == (1, 16, 36, 64, 3)
+        assert batch["caption"] == ["a slideshow of photographs of a city"]
     assert set(seen) == {"testvideo.1"}
     counts = batch["counts"]
     assert counts["samples"] == 3
@@ -152,8 +154,9 @@ def test_fast_forward_resumes_the_same_batches(tmp_path):
     image_shard(tmp_path / "000000.tar"), image_shard(tmp_path / "000001.tar")
 
     def stream(positions=None):
-        return iter(ShardStream([ShardSet(str(tmp_path / "*.tar"))], VideoClips(width=32, height=18, min_image_aspect=0),
-                                batch_size=2, seed=5, shuffle_buffer=4, positions=positions))
+        spec = VideoClips(width=32, height=18, min_image_aspect=0)
+        return iter(ShardStream([ShardSet(str(tmp_path / "*.tar"))], spec, batch_size=2, seed=5, shuffle_buffer=4,
+                                positions=positions))
 
     run = stream()
     batches = [next(run) for _ in range(6)]

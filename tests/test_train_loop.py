@@ -19,7 +19,8 @@ from model.diffusion import diffusion_loss
 from model.train import Trainer
 from model.train_config import load_config
 from tests.conftest import ROOT
-from tests.model_builders import downscaled_clip, one_torch_thread, save_tiny_components, write_shard  # noqa: F401 (fixture)
+from tests.model_builders import downscaled_clip, save_tiny_components, write_shard
+from tests.model_builders import one_torch_thread  # noqa: F401 (autouse fixture)
 
 # A 2-level U-Net of the tiny family: seconds per step on a CPU (the 4-level tiny is tested in test_unet).
 SMALL_UNET = ["unet.block_out_channels=[8, 16]", "unet.attention_levels=[true, false]", "unet.norm_num_groups=4",
@@ -177,7 +178,8 @@ def test_hdvg_train_under_torchrun_says_it_trains_empty_text(components, small_s
            "--shards", str(small_shards / "000000.tar"), "--shards", str(small_shards / "000001.tar"),
            "--weights", "1", "--weights", "3", "--output", str(run), "--steps", "2",
            "--set", "data.uncaptioned=empty", "--set", "data.width=64", "--set", "data.height=32",
-           "--set", "optim.batch_per_gpu=1", "--set", "optim.batch_size=2", *sum((["--set", o] for o in SMALL_UNET), [])]
+           "--set", "optim.batch_per_gpu=1", "--set", "optim.batch_size=2",
+           *[arg for o in SMALL_UNET for arg in ("--set", o)]]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
