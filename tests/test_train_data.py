@@ -15,6 +15,7 @@ from model.data import (ClipTooShort, ShardSet, ShardStream, SRPatches, VideoByt
 from tests.conftest import best_match, gray_frames, psnr, shared_file
 from tests.model_builders import write_shard
 from tests.model_builders import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.test_storage import s3_env  # noqa: F401 (fixture: a real S3 server on 127.0.0.1)
 
 LAION_TAR = "webdataset_samples/video2dataset/return_all_test.tar"
 # its three image samples, stored as `.mp4` members although they are JPEGs: (key, width, height)
@@ -197,3 +198,21 @@ def test_sr_patches_are_native_resolution_crops(curated_out, tmp_path):
     for patch, frame in zip(patches, frames):
         ys, xs = np.nonzero((frame[:-63, :-63] == patch[0, 0]).all(axis=-1))
         assert any((frame[y:y + 64, x:x + 64] == patch).all() for y, x in zip(ys, xs))
+
+
+def test_shards_read_from_object_storage(curated_out, s3_env, tmp_path):
+    """`s3://` shard patterns (a real S3 server on 127.0.0.1) are globbed and streamed through pyarrow.fs."""
+    import uuid
+
+    from hdvg.storage import Store
+
+    clips = curated_samples(curated_out)
+    uri = f"s3://hdvg/{uuid.uuid4().hex[:8]}"
+    for name, keys in (("000000.tar", ["testvideo.1"]), ("000001.tar", ["testvideo.2", "testvideo.3"])):
+        Store(uri).publish(write_shard(tmp_path / name, [clips[k] for k in keys]), "shards", name)
+    assert expand_shards(f"{uri}/shards/*.tar") == [f"{uri}/shards/000000.tar", f"{uri}/shards/000001.tar"]
+    assert [c.clip_id for c in iter_clips(f"{uri}/shards/*.tar", num_frames=2, size=(32, 18))] == \
+        ["testvideo.1", "testvideo.2", "testvideo.3"]
+    batch = next(iter(ShardStream([ShardSet(f"{uri}/shards/*.tar")], VideoClips(4, 1, 32, 18), batch_size=2,
+                                  shuffle_buffer=2)))
+    assert batch["frames"].shape == (2, 4, 18, 32, 3)
