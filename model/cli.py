@@ -27,19 +27,25 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
                     help="override a config field, e.g. --set optim.lr=2e-5 --set data.uncaptioned=empty")
 
     def cmd_train(args: argparse.Namespace) -> int:
-        from model.train import main
+        import sys
+
+        from model.train import Trainer, main
         from model.train_config import load_config
 
-        overrides = list(args.set)
-        if args.weights and (not args.shards or len(args.weights) != len(args.shards)):
-            raise ValueError(f"--weights: give one per --shards ({len(args.shards or [])}), got {args.weights}")
-        cfg = load_config(args.config, overrides)
-        if args.shards:
-            cfg.data.shards, cfg.data.weights = list(args.shards), list(args.weights or [])
-        for name in ("steps", "pretrained", "components"):
-            if getattr(args, name) is not None:
-                setattr(cfg, name, getattr(args, name))
-        return main(cfg, args.output, args.resume)
+        try:  # usage errors (a bad field, no shards, an existing RUN) in one line; training errors in full
+            if args.weights and (not args.shards or len(args.weights) != len(args.shards)):
+                raise ValueError(f"--weights: give one per --shards ({len(args.shards or [])}), got {args.weights}")
+            cfg = load_config(args.config, args.set)
+            if args.shards:
+                cfg.data.shards, cfg.data.weights = list(args.shards), list(args.weights or [])
+            for name in ("steps", "pretrained", "components"):
+                if getattr(args, name) is not None:
+                    setattr(cfg, name, getattr(args, name))
+            trainer = Trainer(cfg, args.output, resume=args.resume)
+        except (ValueError, FileNotFoundError, FileExistsError) as exc:
+            print(f"hdvg train: {exc}", file=sys.stderr)
+            return 2
+        return main(trainer)
 
     sv = sub.add_parser("sample-video", help="generate a 16-frame 344x192 H.264 MP4 from a prompt (DDIM)")
     sv.add_argument("prompt")
@@ -54,9 +60,15 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
                     help="a `hdvg train-sr` run: 4x the frames (344x192 -> 1376x768, the paper's final output)")
 
     def cmd_sample_video(args: argparse.Namespace) -> int:
+        import sys
+
         from model.sample import Sampler, write_video
 
-        sampler = Sampler.load(args.checkpoint, args.device)
+        try:
+            sampler = Sampler.load(args.checkpoint, args.device)
+        except FileNotFoundError as exc:
+            print(f"hdvg sample-video: {exc}", file=sys.stderr)
+            return 2
         frames = sampler.generate([args.prompt], [args.seed], steps=args.steps, guidance=args.guidance)
         if args.upscale:
             from model.sr.upscale import load_upscaler
