@@ -252,11 +252,11 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
 
-def main(cfg: TrainConfig, run_dir: str, resume: bool) -> int:
-    trainer = Trainer(cfg, run_dir, resume=resume)
+def main(trainer: Trainer) -> int:
+    """Train to the configured steps, report, leave the process group."""
     records = trainer.run()
     if trainer.env.main and records:
-        print(f"done: step {trainer.step}, last loss {records[-1]['loss']:.4f}, RUN {run_dir}", flush=True)
+        print(f"done: step {trainer.step}, last loss {records[-1]['loss']:.4f}, RUN {trainer.run_dir}", flush=True)
     if trainer.env.world_size > 1:
         torch.distributed.destroy_process_group()
     return 0
