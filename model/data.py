@@ -14,10 +14,11 @@ Three uses, one reader:
 * **Super-resolution training** — the same `ShardStream` with `SRPatches(num_frames, crop)`: `num_frames`
   distinct random frames of a clip at native resolution, each with its own random `crop x crop` patch; no
   caption needed.
-* **Evaluation and latent encoding** — `iter_clips(pattern, num_frames=16, size=None)`: each clip once, in
-  shard order (no resampling, no shuffle; split by node and worker when run under torchrun or a DataLoader),
-  its central `num_frames` frames as uint8, full frame or resized-and-cropped, with its clip_id and caption.
-  A clip too short or undecodable raises there: an evaluation set must not silently shrink.
+* **Evaluation** — `iter_clips(pattern, num_frames=16, size=None)`: each clip once, in shard order (no
+  resampling, no shuffle; split by node and worker under torchrun or in a DataLoader), its central
+  `num_frames` frames as uint8, full frame or resized-and-cropped, with its clip_id and caption. A clip too
+  short or undecodable raises there: an evaluation set must not silently shrink.
+(`model.latents` builds latent shards from these pieces; its `LatentClips` feeds them to `ShardStream`.)
 
 Training skips bad samples and counts them by reason (`SKIP_REASONS`), never crashing; every batch carries
 its worker's cumulative counts and its data position. The stream of a (seed, rank, worker) is a pure function
