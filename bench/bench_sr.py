@@ -48,10 +48,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: torch.device, repeat: int) -> float:
-    """Seconds per call, after one warm-up call."""
-    fn()
-    sync(device)
+def timed(fn, device: torch.device, repeat: int, warmup: bool = True) -> float:
+    """Seconds per call, after one warm-up call (always on GPU: kernel selection, allocator)."""
+    if warmup or device.type == "cuda":
+        fn()
+        sync(device)
     start = time.perf_counter()
     for _ in range(repeat):
         fn()
@@ -59,17 +60,18 @@ def timed(fn, device: torch.device, repeat: int) -> float:
     return (time.perf_counter() - start) / repeat
 
 
-def bench_upscale(device: torch.device, frames: int, repeat: int) -> None:
+def bench_upscale(device: torch.device, frames: int, repeat: int, tiles: tuple[int, ...], warmup: bool) -> None:
     torch.manual_seed(0)
     model = RCAN(paper().rcan)
     clip = np.random.default_rng(0).integers(0, 256, (frames, 192, 344, 3), dtype=np.uint8)
     lr = torch.from_numpy(clip).permute(0, 3, 1, 2).float().div(255).to(device)
-    bicubic_s = timed(lambda: F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False), device, repeat)
+    bicubic_s = timed(lambda: F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False), device, repeat,
+                      warmup)
     dtypes = [torch.float32] if device.type == "cpu" else [torch.bfloat16, torch.float16]
     for dtype in dtypes:
-        for tile in (0, 128):
+        for tile in tiles:
             upscaler = Upscaler(model, device, dtype=dtype, tile=tile, tile_pad=16, batch_size=frames)
-            seconds = timed(lambda: upscaler.upscale(clip), device, repeat)
+            seconds = timed(lambda: upscaler.upscale(clip), device, repeat, warmup)
             row = dict(bench="upscale", device=str(device), dtype=str(dtype).replace("torch.", ""), tile=tile,
                        frames=frames, lr="344x192", hr="1376x768", seconds_per_clip=round(seconds, 4),
                        frames_per_s=round(frames / seconds, 3),
@@ -82,11 +84,11 @@ def bench_upscale(device: torch.device, frames: int, repeat: int) -> None:
             emit(**row)
 
 
-def bench_degrade(device: torch.device, batch: int, repeat: int) -> None:
+def bench_degrade(device: torch.device, batch: int, repeat: int, warmup: bool) -> None:
     cfg = paper().degrade
     hr = torch.rand(batch, 3, 256, 256, device=device)
     g = torch.Generator(device).manual_seed(0)
-    seconds = timed(lambda: degrade(hr, cfg, g), device, repeat)
+    seconds = timed(lambda: degrade(hr, cfg, g), device, repeat, warmup)
     emit(bench="degrade", device=str(device), batch=batch, size="256x256", images_per_s=round(batch / seconds, 2),
          seconds_per_batch=round(seconds, 4))
 
@@ -148,13 +150,16 @@ def main() -> None:
     parser.add_argument("--shards", default=str(ROOT / "data" / "sample" / "shards" / "*.tar"))
     parser.add_argument("--heldout", type=Path, default=HELDOUT)
     parser.add_argument("--train-steps", type=int, default=300)
-    parser.add_argument("--quick", action="store_true", help="one repeat, 2 CPU frames: proves the bench runs")
+    parser.add_argument("--quick", action="store_true",
+                        help="CPU: 1 frame, one run without warm-up, no tiles (proves the bench runs)")
     args = parser.parse_args()
-    repeat = 1 if args.quick else 3
+    repeat, warmup = (1, False) if args.quick else (3, True)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
-        bench_upscale(device, frames=2 if device.type == "cpu" else 16, repeat=repeat)
-        bench_degrade(device, batch=16, repeat=repeat)
+        cpu = device.type == "cpu"
+        bench_upscale(device, frames=(1 if args.quick else 2) if cpu else 16, repeat=repeat,
+                      tiles=(0,) if args.quick and cpu else (0, 128), warmup=warmup)
+        bench_degrade(device, batch=16, repeat=repeat, warmup=warmup)
     bench_quality(args.shards, args.heldout, args.train_steps)
     out = ROOT / "bench" / "results" / "sr.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -108,7 +108,7 @@ def test_blur_lowers_high_frequency_energy(frame):
     kernels = D.random_kernels(2, order, 21, gen(0))
     blurred = D.blur(frame, kernels)
     assert blurred.shape == frame.shape
-    assert high_frequency_energy(blurred) < 0.2 * high_frequency_energy(frame)
+    assert high_frequency_energy(blurred) < 0.01 * high_frequency_energy(frame)  # measured: 1.5e-5
     pulse = torch.zeros(2, 21, 21)
     pulse[:, 10, 10] = 1
     assert torch.allclose(D.blur(frame, pulse), frame, atol=1e-6)
