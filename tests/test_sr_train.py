@@ -20,7 +20,7 @@ from tests.conftest import shared_file
 # 32-pixel patches, 4 frames of one clip a step: 3 L1 steps then 3 GAN steps, every step logged
 FAST = ["data.patch_size=32", "data.frames_per_clip=4", "train.batch_size=4", "train.l1_steps=3",
         "train.gan_steps=3", "train.log_every=1", "train.checkpoint_every=3", "data.shuffle=4"]
-STEPS = 300  # L1 steps of the tiny RCAN before it is compared with bicubic
+STEPS = 200  # L1 steps of the tiny RCAN before it is compared with bicubic
 
 
 def losses_of(run: Path) -> dict[int, dict]:
@@ -89,7 +89,8 @@ def test_tiny_rcan_beats_bicubic_on_a_held_out_video(shards):
     from model.ema import ema_weights
     from model.sr.train import SRTrainer
 
-    cfg = load_config("tiny", ["train.lr_l1=2e-3", "data.patch_size=48", "train.batch_size=8"])
+    # the tiny RCAN at 32 features: at 16 the held-out PSNR wanders around bicubic's for the first 300 steps
+    cfg = load_config("tiny", ["rcan.num_features=32", "data.patch_size=48", "train.batch_size=8"])
     # a pool of 128-pixel patches from the loader (decoding is the slow part), re-cropped at random each step
     stream = iter(ShardStream([ShardSet(shards)], SRPatches(num_frames=4, crop=128), batch_size=2, seed=0,
                               shuffle_buffer=4))
@@ -110,7 +111,7 @@ def test_tiny_rcan_beats_bicubic_on_a_held_out_video(shards):
         trainer.train_step(pool[rng.integers(len(pool), size=8), top:top + p, left:left + p])
     with torch.no_grad(), ema_weights(trainer.ema, trainer.generator) as model:
         trained = psnr(model(lr))
-    assert trained > bicubic + 0.2, (trained, bicubic)
+    assert trained > bicubic + 1.0, (trained, bicubic)  # measured: 30.52 vs 28.82 dB
 
 
 def test_upscale_writes_a_4x_video_with_the_same_frames_and_timestamps(full_run, tmp_path):
