@@ -40,7 +40,10 @@ def wrap_ddp(module: torch.nn.Module, env: Dist) -> torch.nn.Module:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    # image micro-batches skip the temporal and fusion modules, and ranks may draw different kinds in one step:
+    # the set of parameters with gradients changes from step to step
+    return DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+                                   find_unused_parameters=True)
 
 
 def sum_over_ranks(values: list[float], env: Dist) -> list[float]:

@@ -9,6 +9,7 @@ config.yaml (the resolved config), log.jsonl (one line per logged step) and chec
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import time
 from collections import Counter
@@ -258,5 +259,11 @@ def main(trainer: Trainer) -> int:
     if trainer.env.main and records:
         print(f"done: step {trainer.step}, last loss {records[-1]['loss']:.4f}, RUN {trainer.run_dir}", flush=True)
     if trainer.env.world_size > 1:
+        # DDP's reducer holds the gloo/NCCL group, whose destructor waits for its queued work: drop the
+        # wrapper while every rank is still there, then leave together (else a rank can hang at exit)
+        torch.distributed.barrier()
+        trainer.model = trainer.unet
+        gc.collect()
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0
