@@ -66,7 +66,9 @@ class EncodeConfig(_Section):
     ffmpeg_threads: int = Field(0, ge=0, description="threads of the decoder and of x264 in one video task (0: the "
                                 "task's CPU reservation, run.cpus_per_video rounded up; more threads only contend "
                                 "with the node's other video tasks and cost CPU time)")
-    timeout_s: float = Field(3600.0, gt=0, description="wall-clock limit of one video's cutting")
+    timeout_s: float = Field(3600.0, gt=0, description="wall-clock limit of one video task "
+                     "(probe, cut, keyframes; a download adds source.download_timeout_s): past it the task is "
+                     "cancelled and the video fails as 'timeout: ...'")
 
 
 class ShardConfig(_Section):

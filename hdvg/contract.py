@@ -7,12 +7,16 @@ The shard writer, `hdvg validate`, the trainers' loaders and the tests all impor
     OUT/videos/NNNNNN.parquet one row per input video finished with shard NNNNNN (VIDEO_SCHEMA);
                               written last, it is the commit marker of the shard
     OUT/stats.json            totals over all committed parts
+    OUT/_lock/                the claim of the one job writing OUT (job id, host, pid, heartbeat)
+    OUT/_quarantine/          damaged commits moved aside on resume (their videos are redone)
+    OUT/_tmp/                 staging of uncommitted parts
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
 SHARDS_DIR, INDEX_DIR, VIDEOS_DIR, TMP_DIR, STATS_FILE = "shards", "index", "videos", "_tmp", "stats.json"
+LOCK_DIR, QUARANTINE_DIR = "_lock", "_quarantine"
 SAMPLE_MEMBERS = ("mp4", "jpg", "json", "txt")
 
 STATUS_OK, STATUS_FILTERED, STATUS_FAILED = "ok", "filtered", "failed"

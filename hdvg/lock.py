@@ -25,9 +25,9 @@ import uuid
 
 import pyarrow.fs as pafs
 
+from hdvg.contract import LOCK_DIR
 from hdvg.storage import Store
 
-LOCK_DIR = "_lock"
 log = logging.getLogger("hdvg")
 
 

@@ -27,14 +27,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hdvg.contract import (CLIP_FIELDS, INDEX_DIR, INDEX_SCHEMA, SHARDS_DIR, STATS_FILE, STATUS_FAILED, VIDEO_SCHEMA,
+from hdvg.contract import (CLIP_FIELDS, INDEX_DIR, INDEX_SCHEMA, QUARANTINE_DIR, SHARDS_DIR, STATS_FILE, STATUS_FAILED, VIDEO_SCHEMA,
                            VIDEOS_DIR, clip_key, shard_name)
 from hdvg.failures import TRANSIENT, failure_class
 from hdvg.storage import Store
 from hdvg.tally import TALLY_COLUMNS, VideoTally, latest_rows
 
 log = logging.getLogger("hdvg")
-QUARANTINE_DIR = "_quarantine"
 RESUME_COLUMNS = ["video_id", "status", "failure", "reason"]
 SCAN_PARTS = 256
 COPY_BUFFER = 8 << 20  # tarfile copies members in 16 KiB pieces by default: a third of the disk's rate

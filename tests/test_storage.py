@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hdvg.contract import VIDEO_SCHEMA
-from hdvg.lock import LOCK_DIR, OutLock, OutLocked
-from hdvg.shards import QUARANTINE_DIR, ShardWriter, recover, write_shards, write_stats
+from hdvg.contract import LOCK_DIR, QUARANTINE_DIR, VIDEO_SCHEMA
+from hdvg.lock import OutLock, OutLocked
+from hdvg.shards import ShardWriter, recover, write_shards, write_stats
 from hdvg.storage import Store
 from hdvg.validate import validate
 from tests.conftest import ROOT
