@@ -46,5 +46,16 @@ test: install
 bench: install
 	$(PY) bench/bench_cpu.py
 
+# Model and scale benchmarks; each prints ratios against a baseline of the same run and writes bench/results/.
+# On CPU the Swap-CA bench runs at width 32 (paper width on a GPU); the SR bench uses its quick CPU mode.
+bench-models: install
+	@test -d $(OUT)/shards || $(MAKE) shards
+	$(PY) bench/bench_swapca.py --repeat 1
+	$(PY) bench/bench_loader.py
+	$(PY) bench/bench_sr.py --quick --train-steps 100
+	$(PY) bench/bench_eval.py
+	$(PY) bench/bench_resume.py
+	$(PY) bench/bench_writer.py
+
 clean:
 	rm -rf data/sample data/bench $(TRAIN_RUN)
