@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 SAMPLE  := data/sample_videos
 OUT     := data/sample
 
-.PHONY: install shards train test bench clean
+.PHONY: install shards train test bench bench-models clean
 
 install: .venv/.installed
 
