@@ -289,6 +289,17 @@ def caption_of(sample: dict) -> str | None:
     return text or None
 
 
+def training_text(sample: dict, uncaptioned: str, stats: Counter) -> str:
+    """The text a training sample is conditioned on: its caption; for an uncaptioned clip a skip
+    (`uncaptioned="skip"`) or the empty text (`"empty"`, counted), as classifier-free guidance trains."""
+    caption = caption_of(sample)
+    if caption is None:
+        if uncaptioned == "skip":
+            raise SkipSample("uncaptioned", sample["__key__"])
+        stats["uncaptioned_empty_text"] += 1
+    return caption or ""
+
+
 def clip_id_of(sample: dict) -> str:
     if "json" in sample:
         meta = json.loads(sample["json"])
@@ -318,11 +329,7 @@ class VideoClips:
         return "video" if "mp4" in sample else "image"
 
     def __call__(self, sample: dict, rng: np.random.Generator, stats: Counter) -> dict:
-        caption = caption_of(sample)
-        if caption is None:
-            if self.uncaptioned == "skip":
-                raise SkipSample("uncaptioned", sample["__key__"])
-            stats["uncaptioned_empty_text"] += 1
+        caption = training_text(sample, self.uncaptioned, stats)
         if "mp4" in sample:
             video = VideoBytes(sample["mp4"])
             try:
@@ -341,7 +348,7 @@ class VideoClips:
             frames = resize_center_crop(np.asarray(image)[None], self.width, self.height)
         else:
             raise SkipSample("no_media", sample["__key__"])
-        return {"frames": frames, "caption": caption or "", "clip_id": clip_id_of(sample)}
+        return {"frames": frames, "caption": caption, "clip_id": clip_id_of(sample)}
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from hdvg.contract import SHARDS_DIR
-from model.data import (SkipSample, VideoBytes, caption_of, center_crop, clip_id_of, cover_size, expand_shards,
-                        frame_indices, iter_tar_samples)
+from model.data import (SkipSample, VideoBytes, center_crop, clip_id_of, cover_size, expand_shards, frame_indices,
+                        iter_tar_samples, training_text)
 
 
 @dataclass(frozen=True)
@@ -38,17 +38,13 @@ class LatentClips:
         return "video"
 
     def __call__(self, sample: dict, rng: np.random.Generator, stats: Counter) -> dict:
-        caption = caption_of(sample)
-        if caption is None:
-            if self.uncaptioned == "skip":
-                raise SkipSample("uncaptioned", sample["__key__"])
-            stats["uncaptioned_empty_text"] += 1
+        caption = training_text(sample, self.uncaptioned, stats)
         if "npy" not in sample:
             raise SkipSample("no_media", sample["__key__"])
         latents = np.load(io.BytesIO(sample["npy"]))  # (N, 4, h, w)
         indices = frame_indices(latents.shape[0], self.num_frames, self.frame_stride, rng)
         stats["frames_used"] += self.num_frames
-        return {"frames": latents[indices].transpose(1, 0, 2, 3), "caption": caption or "",
+        return {"frames": latents[indices].transpose(1, 0, 2, 3), "caption": caption,
                 "clip_id": clip_id_of(sample)}
 
 
