@@ -8,12 +8,9 @@ few frames late (`SceneFinder.lag`), so frames wait in a short queue until every
 then go to the encoder of the clip they belong to (`ClipPlan.clip_start`). With the cuts known at the
 end, the plan's final spans keep the clips they name (a scene shorter than the minimum is dropped then).
 
-Three threads share the work, since swscale, x264, the muxer and the decoder all release the GIL: the
-calling thread decodes and detects, one thread scales, one runs x264 and the muxer, and one takes each
-written clip's centre keyframe. Scaling a 1080p source to 720p costs as much as decoding it, so sharing a
-thread with the decoder or with x264 made that thread the bottleneck of a lone video (the other stage
-waited for it half the time), and keyframes taken after the last clip left the video's end on one core. The video is decoded once instead
-of once to detect and once to cut.
+The encoders run in their own thread: x264 and the muxer release the GIL, so decoding, detection and
+scaling (this thread) overlap with encoding, and the video is decoded once instead of once to detect and
+once to cut.
 """
 from __future__ import annotations
 
@@ -21,11 +18,10 @@ import queue
 import threading
 from bisect import bisect_right, insort
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Protocol
 
 import av
 from av.filter import Graph
@@ -153,90 +149,40 @@ class FrameScaler:
                                          interpolation="BICUBIC", threads=1)
 
 
-class StageThread(threading.Thread):
-    """Calls `handle` on each item put to it, in order, in a thread of its own, until None is put. The first
-    error ends it (`error`). A producer waiting for queue room checks in short steps that the thread still
-    runs, so it gets `StageEnded` at its next `put` and never waits on a queue nobody reads."""
+class ClipEncoders(threading.Thread):
+    """Encodes clips one after another in a thread of its own: `open` a clip, send its frames, `close`.
+    Frames keep their source timestamps, shifted to start at 0 (VFR stays VFR).
 
-    HANDOFF_STEP_S = 0.1
+    The first error (a full disk while muxing, a muxer whose `close` fails again while moving the index to
+    the front) ends the thread. Every hand-off waits for queue room in short steps and gives up as soon as
+    the thread has ended, so the producer gets the error at its next call and `finish` never waits on a
+    queue nobody reads."""
 
-    def __init__(self, name: str, handle: Callable[[Any], None], maxsize: int, on_error: Callable[[], None]):
-        super().__init__(name=name, daemon=True)
-        self.handle, self.on_error = handle, on_error
+    HANDOFF_STEP_S = 0.1  # how often a producer waiting for queue room checks that the thread still runs
+
+    def __init__(self, cfg: EncodeConfig, size: tuple[int, int], rate: Fraction, time_base: Fraction,
+                 threads: int = 0):
+        super().__init__(daemon=True)
+        self.cfg, self.size, self.rate, self.time_base, self.threads = cfg, size, rate, time_base, threads
+        self.frames_written: dict[Path, int] = {}
         self.error: BaseException | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._queue: queue.Queue = queue.Queue(maxsize=8)  # bounds the scaled frames waiting in memory
+        self._out = None  # the MP4 being written
         self.start()
 
-    def put(self, item) -> None:
+    def _failure(self) -> CutError:
+        return CutError(f"encoding failed: {self.error}" if self.error is not None
+                        else "encoding failed: the encoder thread ended unexpectedly")
+
+    def _put(self, item) -> None:
         while True:
             if self.error is not None or not self.is_alive():
-                raise StageEnded(self.name)
+                raise self._failure()
             try:
                 self._queue.put(item, timeout=self.HANDOFF_STEP_S)
                 return
             except queue.Full:
                 continue
-
-    def stop(self) -> None:
-        """Let the items put so far be handled, then end; returns when the thread has ended."""
-        try:
-            self.put(None)
-        except StageEnded:
-            pass  # it ended meanwhile: join returns at once
-        self.join()
-
-    def run(self) -> None:
-        try:
-            while (item := self._queue.get()) is not None:
-                self.handle(item)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the producer's thread
-            self.error = exc
-            self.on_error()
-
-
-class StageEnded(Exception):
-    """The stage thread an item was put to has ended (its own error, or the one of the stage after it)."""
-
-
-class ClipEncoders:
-    """Scales and encodes clips one after another: `open` a clip, send its decoded frames, `close`. Frames
-    keep their source timestamps, shifted to start at 0 (VFR stays VFR). Scaling and x264 each run in a
-    thread of their own (`StageThread`), and each clip, once written, has its centre keyframe taken in a
-    third (`keyframe`).
-
-    The first error (a full disk while muxing, a muxer whose `close` fails again while moving the index to
-    the front) ends the encoder thread, then the scaler (its next hand-off fails), then the producer's next
-    call raises CutError naming that error."""
-
-    def __init__(self, cfg: EncodeConfig, scaler: FrameScaler, rate: Fraction, time_base: Fraction,
-                 threads: int = 0):
-        self.cfg, self.scaler, self.rate, self.time_base, self.threads = cfg, scaler, rate, time_base, threads
-        self.frames_written: dict[Path, int] = {}
-        self._out = self._stream = self._path = None  # the MP4 being written
-        self._first = self._last = None               # source and output pts of its first and last frame
-        self._keyframes: dict[Path, Future] = {}
-        self._keyframe_pool = ThreadPoolExecutor(1, thread_name_prefix="keyframes")
-        # the queues bound the frames waiting in memory: decoded ones (8 at 1080p: 25 MB; at 4K: 100 MB),
-        # then scaled ones
-        self._encoder = StageThread("x264", self._encode, maxsize=4, on_error=self._abandon)
-        self._scaling = StageThread("scale", self._scale, maxsize=8, on_error=lambda: None)
-
-    @property
-    def error(self) -> BaseException | None:
-        """The first error of a stage (the encoder's, when the scaler only saw it end)."""
-        return self._encoder.error or self._scaling.error
-
-    def _put(self, item) -> None:
-        try:
-            self._scaling.put(item)
-        except StageEnded:
-            raise self._failure() from None
-
-    def _failure(self) -> CutError:
-        error = self._encoder.error if self._encoder.error is not None else self._scaling.error
-        if error is None or isinstance(error, StageEnded):
-            return CutError("encoding failed: the encoder thread ended unexpectedly")
-        return CutError(f"encoding failed: {error}")
 
     def open(self, path: Path) -> None:
         self._put(("open", path))
@@ -248,65 +194,59 @@ class ClipEncoders:
         self._put(("close", None))
 
     def finish(self) -> None:
-        """Wait until every clip sent is written and its keyframe taken; raises CutError if a stage failed."""
-        self._scaling.stop()
-        self._encoder.stop()
-        failed = self.error is not None
-        self._keyframe_pool.shutdown(wait=True, cancel_futures=failed)
-        if failed:
-            self._abandon()  # a scaler error leaves the encoder's clip open
+        """Wait until every clip sent is written; raises CutError if the thread failed."""
+        if self.error is None and self.is_alive():
+            try:
+                self._put(None)
+            except CutError:
+                pass  # it ended meanwhile: join returns at once
+        self.join()
+        if self.error is not None:
             raise self._failure()
 
-    def keyframe(self, path: Path) -> bytes:
-        """JPEG of the centre frame of the written clip `path` (after `finish`)."""
-        return self._keyframes[path].result()
+    def run(self) -> None:
+        try:
+            self._encode_all()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the producer's thread
+            self.error = exc
+            if self._out is not None:
+                try:
+                    self._out.close()  # a full disk makes this fail too; the clip is abandoned either way
+                except Exception:  # noqa: BLE001
+                    pass
+                self._out = None
 
-    def _scale(self, item) -> None:  # scaler thread
-        op, arg = item
-        if op == "frame":
-            frame, pts = arg
-            item = op, (self.scaler(frame), pts)
-        self._encoder.put(item)
-
-    def _encode(self, item) -> None:  # encoder thread
-        op, arg = item
-        if op == "open":
-            self._path = arg
-            self._out = av.open(str(arg), "w", format="mp4", options={"movflags": "+faststart"})
-            self._stream = stream = self._out.add_stream("libx264", rate=self.rate)
-            stream.width, stream.height = self.scaler.width, self.scaler.height
-            stream.pix_fmt = "yuv420p"
-            stream.codec_context.sample_aspect_ratio = Fraction(1, 1)
-            stream.time_base = stream.codec_context.time_base = self.time_base
-            stream.codec_context.thread_count = self.threads
-            stream.options = {"preset": self.cfg.preset, "crf": str(self.cfg.crf)}
-            self.frames_written[arg], self._first, self._last = 0, None, None
-        elif op == "frame":
-            frame, pts = arg
-            self._first = pts if self._first is None else self._first
-            # strictly increasing: a broken source timestamp must not stop the encoder
-            frame.pts = pts - self._first if self._last is None else max(pts - self._first, self._last + 1)
-            frame.time_base, self._last = self.time_base, frame.pts
-            self._mux(self._stream.encode(frame))
-        else:
-            self._mux(self._stream.encode(None))
-            self._out.close()
-            self._out, path = None, self._path
-            self._keyframes[path] = self._keyframe_pool.submit(clip_keyframe, path, self.frames_written[path] // 2)
-
-    def _mux(self, packets) -> None:
-        for packet in packets:
-            self._out.mux(packet)
-            self.frames_written[self._path] += 1
-
-    def _abandon(self) -> None:
-        """After an error: close the clip being written (a full disk makes this fail too)."""
-        if self._out is not None:
-            try:
+    def _encode_all(self) -> None:
+        stream = path = first = last = None
+        while (item := self._queue.get()) is not None:
+            op, arg = item
+            if op == "open":
+                path = arg
+                self._out = out = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
+                stream = out.add_stream("libx264", rate=self.rate)
+                stream.width, stream.height = self.size
+                stream.pix_fmt = "yuv420p"
+                stream.codec_context.sample_aspect_ratio = Fraction(1, 1)
+                stream.time_base = stream.codec_context.time_base = self.time_base
+                stream.codec_context.thread_count = self.threads
+                stream.options = {"preset": self.cfg.preset, "crf": str(self.cfg.crf)}
+                self.frames_written[path], first, last = 0, None, None
+            elif op == "frame":
+                frame, pts = arg
+                first = pts if first is None else first
+                # strictly increasing: a broken source timestamp must not stop the encoder
+                frame.pts = pts - first if last is None else max(pts - first, last + 1)
+                frame.time_base, last = self.time_base, frame.pts
+                self._mux(self._out, stream.encode(frame), path)
+            else:
+                self._mux(self._out, stream.encode(None), path)
                 self._out.close()
-            except Exception:  # noqa: BLE001 - the clip is abandoned either way
-                pass
-            self._out = None
+                self._out = None
+
+    def _mux(self, out, packets, path: Path) -> None:
+        for packet in packets:
+            out.mux(packet)
+            self.frames_written[path] += 1
 
 
 def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | Path, cfg: EncodeConfig,
@@ -322,7 +262,7 @@ def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | P
     with DecodedVideo(src, threads) as video:
         finder = SceneFinder(detect, video.rate) if detect else None
         scaler = FrameScaler(*size, info.rotation, video.time_base)
-        encoders = ClipEncoders(cfg, scaler, video.rate, video.time_base, threads)
+        encoders = ClipEncoders(cfg, size, video.rate, video.time_base, threads)
         tick = 1 / (video.rate * video.time_base)  # timestamp step of a frame without one
         waiting: deque = deque()  # (frame number, frame): frames whose clip is not decided yet
         current: int | None = None
@@ -338,7 +278,7 @@ def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | P
                     encoders.open(out / f"clip_{start:09d}.mp4")
                 current = start
             if start is not None:
-                encoders.send(frame, frame.pts if frame.pts is not None else round(index * tick))
+                encoders.send(scaler(frame), frame.pts if frame.pts is not None else round(index * tick))
                 encoded[start] = Span(start, index + 1)
             committed = index + 1
 
@@ -375,7 +315,8 @@ def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | P
         if encoders.frames_written.get(path) != span.num_frames:
             raise CutError(f"clip {span.start}..{span.end}: {encoders.frames_written.get(path, 0)} frames written, "
                            f"expected {span.num_frames}")
-        clips.append(CutClip(span=span, path=path, keyframe=encoders.keyframe(path), width=size[0], height=size[1]))
+        clips.append(CutClip(span=span, path=path, keyframe=clip_keyframe(path, span.num_frames // 2),
+                             width=size[0], height=size[1]))
     kept = {c.path for c in clips}
     for path in out.glob("clip_*.mp4"):  # candidates the final plan dropped (scenes too short)
         if path not in kept:

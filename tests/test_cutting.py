@@ -6,13 +6,12 @@ import os
 import subprocess
 import threading
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
 
 from hdvg.config import ClipConfig, DetectConfig, EncodeConfig, build_config
-from hdvg.cutting import ClipEncoders, CutError, FrameScaler, SceneClips, clip_size, count_frames, cut_clips, cut_video
+from hdvg.cutting import SceneClips, clip_size, count_frames, cut_clips, cut_video
 from hdvg.keyframes import centre_frame, clip_keyframe, extract_keyframes
 from hdvg.probe import probe
 from hdvg.process import process_video
@@ -210,33 +209,3 @@ def test_a_disk_that_fills_fails_the_video_as_transient_instead_of_hanging(tmp_p
     assert row["status"] == "failed" and row["reason"].startswith("cut: encoding failed: ")
     assert "No space left on device" in row["reason"] and row["failure"] == "transient"
     assert not any(full_disk.iterdir())  # the scratch folder is removed on the failure path too
-
-
-def test_a_scaler_error_fails_the_cut_naming_it_and_nothing_is_left_running(tmp_path):
-    """Scaling runs in a thread of its own between the decoder and x264: an error there reaches the producer
-    as CutError (at its next hand-off or at `finish`) instead of leaving it waiting on a queue."""
-    src = tmp_path / "src.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "2",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(src)], check=True)
-
-    class BrokenScaler(FrameScaler):
-        def __call__(self, frame):
-            if frame.pts and frame.pts > 10 * self.step:
-                raise RuntimeError("swscale: out of memory")
-            return super().__call__(frame)
-
-    before = threading.active_count()
-    with av.open(str(src)) as container:
-        stream = container.streams.video[0]
-        scaler = BrokenScaler(320, 240, 0, stream.time_base)
-        scaler.step = int(1 / (stream.average_rate * stream.time_base))
-        encoders = ClipEncoders(EncodeConfig(preset="ultrafast"), scaler, stream.average_rate, stream.time_base)
-        encoders.open(tmp_path / "clip.mp4")
-        with pytest.raises(CutError, match="encoding failed: swscale: out of memory"):
-            for frame in container.decode(stream):
-                encoders.send(frame, frame.pts)
-            encoders.close()
-            encoders.finish()
-    with pytest.raises(CutError, match="swscale: out of memory"):
-        encoders.finish()  # the cutter's `finally` calls it again: same error, returns at once
-    assert threading.active_count() == before  # scaler, encoder and keyframe threads have all ended
