@@ -13,6 +13,7 @@ scratch folder before returning).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -154,10 +155,16 @@ class Stages:
                                                             max_restarts=-1, max_task_retries=2).remote(spec)
                            for _ in range(cfg.captioner.num_actors)] if spec.runs_model else []
         self.head_node = ray.get_runtime_context().get_node_id()
-        here = NodeAffinitySchedulingStrategy(node_id=self.head_node, soft=False)
-        self.numbers = ray.remote(ShardNumbers).options(num_cpus=0, scheduling_strategy=here).remote(first_shard)
+        self.first_shard = first_shard
         mode = cfg.shards.writers
         self.per_node_writers = mode == "per_node" or (mode == "auto" and is_remote(cfg.output))
+
+    @functools.cached_property
+    def numbers(self):
+        """The job's ShardNumbers, on the driver's node; made with the first writer, so that its worker
+        process does not start beside the first video tasks' ones."""
+        here = NodeAffinitySchedulingStrategy(node_id=self.head_node, soft=False)
+        return ray.remote(ShardNumbers).options(num_cpus=0, scheduling_strategy=here).remote(self.first_shard)
 
     def process(self, item: WorkItem):
         return self._process.remote(item, self.cfg, self.cfg.run.scratch_dir)
