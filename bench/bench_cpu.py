@@ -3,7 +3,7 @@ same run on the same videos, (1) the PySceneDetect command line, as users run it
 settings (same scale, video only, same x264 settings: the row every ratio and target is against), and (2) the
 floor: one ffmpeg decode of each video plus one x264 encode of its frames at the pipeline's clip settings.
 
-    .venv/bin/python bench/bench_cpu.py [--jobs 2] [--repeat 1] [--keep] [--no-stages]
+    .venv/bin/python bench/bench_cpu.py [--jobs 2] [--repeat 1] [--rounds 1] [--keep] [--no-stages]
 
 Figures are input-video seconds per wall-second, and CPU seconds per video-second (all processes of a path:
 on a shared machine wall time is noisy, CPU time much less). Cut precision/recall are those of the clips the
@@ -11,6 +11,8 @@ timed hdvg run wrote (its index), and of the CLI's scene lists, against the cut 
 ../shared/data/ground_truth (see TRUTH for where each comes from). A per-stage CPU profile of the video task
 (probe, decode, detect, scale, encode, keyframes) follows; everything goes to bench/results/cpu.json (with
 --repeat N: cpu_repeatN.json), which `hdvg plan` reads (`cut_cpu_s_per_video_s`, `probe_cpu_s_per_video_s`).
+The VM's speed drifts from minute to minute, so --rounds N measures every path N times, one round after
+another, and reports each round's ratios and the round with the median hdvg / floor ratio in full.
 """
 from __future__ import annotations
 
@@ -212,11 +214,60 @@ def hdvg_run(cfg) -> tuple[float, dict[str, float], float, list[dict]]:
     return wall, cpu, stats["last_run"]["ray_start_s"], pq.read_table(Path(cfg.output) / "index").to_pylist()
 
 
+def measure_round(out: Path, videos: dict, infos: dict, runs: list, size: dict, x264: list[str], cfg_values: dict,
+                  jobs: int) -> dict:
+    """Every path once, one after another, in folder `out`: wall and CPU s of each, hdvg's CPU by process,
+    its Ray start-up, and the cuts each found."""
+    out.mkdir()
+    paths: dict[str, tuple[float, float]] = {}  # name -> (wall s, CPU s)
+    paths["decode"] = run_all([["ffmpeg", "-v", "error", "-i", str(p), "-map", "0:v:0", "-f", "null", "-"]
+                               for _, p, _ in runs], jobs)
+    # the floor: decode + one x264 encode at the clip settings (short side <= 720)
+    paths["floor"] = run_all([["ffmpeg", "-v", "error", "-y", "-i", str(p), "-map", "0:v:0", "-vf",
+                               f"scale={size[rel][0]}:{size[rel][1]}", *x264, str(out / f"floor_{k}_{p.stem}.mp4")]
+                              for rel, p, k in runs], jobs)
+    # the PySceneDetect CLI (list-scenes added to read its cuts; it costs nothing): as users run it, which
+    # keeps the source size and encodes audio, and at hdvg's settings, which the targets are against
+    scenedetect = str(Path(sys.executable).with_name("scenedetect"))
+
+    def cli(name: str, split_args) -> list[list[str]]:
+        return [[scenedetect, "-i", str(p), "-o", str(out / f"{name}_{k}_{p.stem}"), "detect-adaptive",
+                 "list-scenes", "split-video", *split_args(rel), "save-images", "-n", "1"] for rel, p, k in runs]
+
+    paths["cli_default"] = run_all(cli("clidef", lambda rel: []), jobs)
+    paths["cli_equal"] = run_all(cli("cli", lambda rel: [
+        "-a", " ".join(["-map 0:v:0", f"-vf scale={size[rel][0]}:{size[rel][1]}", *x264])]), jobs)
+    cli_found = {rel: cli_cuts(next((out / f"cli_0_{p.stem}").glob("*-Scenes.csv"))) for rel, p in videos.items()}
+    clidef_found = {rel: cli_cuts(next((out / f"clidef_0_{p.stem}").glob("*-Scenes.csv")))
+                    for rel, p in videos.items()}
+
+    cfg = build_config(values={**cfg_values, "output": str(out / "hdvg")})
+    hdvg_wall, hdvg_kinds, ray_start, index = hdvg_run(cfg)
+    hdvg_cpu = sum(hdvg_kinds.values())
+    paths["hdvg"] = (hdvg_wall, hdvg_cpu)
+    truth = {rel: t for rel, (t, _) in TRUTH.items()}
+    found = {}  # from the clips of the timed run (first copy of each video)
+    for rel, p in videos.items():
+        clips = [r for r in index if r["source"] == str(Path(cfg.input) / p.name)]
+        found[rel] = index_cuts(clips, infos[rel].num_frames, clip_length_limits(infos[rel].fps, cfg.clip)[1])
+    cuts = {"hdvg": precision_recall(found, truth), "cli_equal": precision_recall(cli_found, truth),
+            "cli_default": precision_recall(clidef_found, truth)}
+    return {"paths": paths, "hdvg_kinds": hdvg_kinds, "ray_start": ray_start, "cuts": cuts}
+
+
+def round_ratios(r: dict) -> dict[str, float]:
+    paths = r["paths"]
+    return {"hdvg_vs_floor": paths["hdvg"][0] / paths["floor"][0],
+            "hdvg_vs_cli_equal": paths["cli_equal"][0] / paths["hdvg"][0]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2, help="baseline processes in parallel (this machine: 2 cores)")
     ap.add_argument("--repeat", type=int, default=1, help="take each video N times (under other names), so that "
                     "the job's constant start-up weighs as it does on longer inputs")
+    ap.add_argument("--rounds", type=int, default=1, help="measure every path N times, interleaved, and report "
+                    "the round with the median hdvg / floor ratio (the VM's speed drifts between minutes)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-stage CPU profile")
     ap.add_argument("--stages-only", action="store_true", help="only the per-stage CPU profile (printed, not saved)")
@@ -237,51 +288,30 @@ def main() -> int:
             (inputs / (p.name if k == 0 else f"r{k}_{p.name}")).symlink_to(p)
     infos = {rel: probe(p) for rel, p in videos.items()}
     seconds = sum(i.duration for i in infos.values()) * args.repeat
-    cfg = build_config(values={"input": str(inputs), "output": str(work / "hdvg"), "captioner.name": "none"})
-    enc = cfg.encode
+    cfg_values = {"input": str(inputs), "captioner.name": "none"}
+    enc = build_config(values={**cfg_values, "output": "-"}).encode
     x264 = ["-c:v", "libx264", "-preset", enc.preset, "-crf", str(enc.crf), "-pix_fmt", "yuv420p"]
     runs = [(rel, p, k) for k in range(args.repeat) for rel, p in videos.items()]
     size = {rel: clip_size(i.width, i.height, enc.max_short_side) for rel, i in infos.items()}
     print(f"{len(runs)} videos, {seconds:.1f} s of input; encode libx264 {enc.preset} CRF {enc.crf}, short side "
           f"<= {enc.max_short_side}; {args.jobs} baseline processes at a time")
 
-    paths: dict[str, tuple[float, float]] = {}  # name -> (wall s, CPU s)
-    paths["decode"] = run_all([["ffmpeg", "-v", "error", "-i", str(p), "-map", "0:v:0", "-f", "null", "-"]
-                               for _, p, _ in runs], args.jobs)
-    # the floor: decode + one x264 encode at the clip settings (short side <= 720)
-    paths["floor"] = run_all([["ffmpeg", "-v", "error", "-y", "-i", str(p), "-map", "0:v:0", "-vf",
-                               f"scale={size[rel][0]}:{size[rel][1]}", *x264, str(work / f"floor_{k}_{p.stem}.mp4")]
-                              for rel, p, k in runs], args.jobs)
-    # the PySceneDetect CLI (list-scenes added to read its cuts; it costs nothing): as users run it, which
-    # keeps the source size and encodes audio, and at hdvg's settings, which the targets are against
-    scenedetect = str(Path(sys.executable).with_name("scenedetect"))
-
-    def cli(name: str, split_args) -> list[list[str]]:
-        return [[scenedetect, "-i", str(p), "-o", str(work / f"{name}_{k}_{p.stem}"), "detect-adaptive",
-                 "list-scenes", "split-video", *split_args(rel), "save-images", "-n", "1"] for rel, p, k in runs]
-
-    paths["cli_default"] = run_all(cli("clidef", lambda rel: []), args.jobs)
-    paths["cli_equal"] = run_all(cli("cli", lambda rel: [
-        "-a", " ".join(["-map 0:v:0", f"-vf scale={size[rel][0]}:{size[rel][1]}", *x264])]), args.jobs)
-    cli_found = {rel: cli_cuts(next((work / f"cli_0_{p.stem}").glob("*-Scenes.csv"))) for rel, p in videos.items()}
-    clidef_found = {rel: cli_cuts(next((work / f"clidef_0_{p.stem}").glob("*-Scenes.csv")))
-                    for rel, p in videos.items()}
-
-    hdvg_wall, hdvg_kinds, ray_start, index = hdvg_run(cfg)
-    hdvg_cpu = sum(hdvg_kinds.values())
-    paths["hdvg"] = (hdvg_wall, hdvg_cpu)
-    truth = {rel: t for rel, (t, _) in TRUTH.items()}
-    found = {}  # from the clips of the timed run (first copy of each video)
-    for rel, p in videos.items():
-        clips = [r for r in index if r["source"] == str(inputs / p.name)]
-        found[rel] = index_cuts(clips, infos[rel].num_frames, clip_length_limits(infos[rel].fps, cfg.clip)[1])
-    cuts = {"hdvg": precision_recall(found, truth), "cli_equal": precision_recall(cli_found, truth),
-            "cli_default": precision_recall(clidef_found, truth)}
+    rounds = [measure_round(work / f"round{k}", videos, infos, runs, size, x264, cfg_values, args.jobs)
+              for k in range(args.rounds)]
+    # the round with the median hdvg / floor ratio is reported in full (its figures are of one moment)
+    order = sorted(range(len(rounds)), key=lambda k: round_ratios(rounds[k])["hdvg_vs_floor"])
+    chosen = rounds[order[len(order) // 2]]
+    paths, hdvg_kinds, ray_start, cuts = chosen["paths"], chosen["hdvg_kinds"], chosen["ray_start"], chosen["cuts"]
+    hdvg_wall, hdvg_cpu = paths["hdvg"]
     stages = {} if args.no_stages else profile_stages(list(videos.values()), args.jobs)
 
     names = {"decode": "ffmpeg decode only", "floor": "floor: decode + x264 at clip settings",
              "cli_default": "PySceneDetect CLI, default (source size, audio)",
              "cli_equal": "PySceneDetect CLI at hdvg's settings", "hdvg": "hdvg curate (local Ray, start-up incl.)"}
+    if len(rounds) > 1:
+        print(f"\n{len(rounds)} rounds (hdvg / floor, CLI / hdvg): " + "; ".join(
+            f"{q['hdvg_vs_floor']:.2f}x, {q['hdvg_vs_cli_equal']:.2f}x" for q in map(round_ratios, rounds))
+            + "; the median round follows")
     print(f"\n{'path':<50}{'wall s':>8}{'video-s/s':>11}{'CPU s/video-s':>15}")
     for key, name in names.items():
         wall, cpu = paths[key]
@@ -313,6 +343,7 @@ def main() -> int:
         "hdvg_vs_cli_equal": round(cli_eq / hdvg_wall, 3), "hdvg_vs_cli_default": round(cli_def / hdvg_wall, 3),
         "hdvg_vs_floor": round(hdvg_wall / floor, 3), "targets": TARGETS,
         "cuts": {k: {"precision": round(p, 3), "recall": round(r, 3)} for k, (p, r) in cuts.items()},
+        "rounds": [{k: round(v, 3) for k, v in round_ratios(r).items()} for r in rounds],
         "stage_cpu_s_per_video_s": stages,
         "hdvg_cpu_s_by_process": {k: round(v, 2) for k, v in hdvg_kinds.items()},
     }
