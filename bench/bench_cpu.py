@@ -266,7 +266,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="baseline processes in parallel (this machine: 2 cores)")
     ap.add_argument("--repeat", type=int, default=1, help="take each video N times (under other names), so that "
                     "the job's constant start-up weighs as it does on longer inputs")
-    ap.add_argument("--rounds", type=int, default=1, help="measure every path N times, interleaved, and report "
+    ap.add_argument("--rounds", type=int, default=1, help="measure every path N times, one round after another, and report "
                     "the round with the median hdvg / floor ratio (the VM's speed drifts between minutes)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-stage CPU profile")
@@ -299,8 +299,7 @@ def main() -> int:
     rounds = [measure_round(work / f"round{k}", videos, infos, runs, size, x264, cfg_values, args.jobs)
               for k in range(args.rounds)]
     # the round with the median hdvg / floor ratio is reported in full (its figures are of one moment)
-    order = sorted(range(len(rounds)), key=lambda k: round_ratios(rounds[k])["hdvg_vs_floor"])
-    chosen = rounds[order[len(order) // 2]]
+    chosen = sorted(rounds, key=lambda r: round_ratios(r)["hdvg_vs_floor"])[len(rounds) // 2]
     paths, hdvg_kinds, ray_start, cuts = chosen["paths"], chosen["hdvg_kinds"], chosen["ray_start"], chosen["cuts"]
     hdvg_wall, hdvg_cpu = paths["hdvg"]
     stages = {} if args.no_stages else profile_stages(list(videos.values()), args.jobs)
