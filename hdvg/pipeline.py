@@ -14,6 +14,7 @@ scratch folder before returning).
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import time
@@ -83,7 +84,8 @@ def merge_captions(metas: list[dict], need: list[int], captioned: tuple | None, 
 
 
 class ShardNumbers:
-    """Hands out shard numbers to the job's writers, each exactly once, and remembers who took which."""
+    """Hands out shard numbers to the job's writers, each exactly once, and remembers who took which. Only a
+    job with a writer per node has one: a lone writer counts its own (see WriterActor)."""
 
     def __init__(self, first: int):
         self.next_number, self.taken = first, {}
@@ -98,15 +100,19 @@ class ShardNumbers:
 
 
 class WriterActor:
-    """A ShardWriter of this job on one node; its shard numbers come from the job's ShardNumbers."""
+    """A ShardWriter of this job on one node. `numbers` is the job's ShardNumbers when writers run on several
+    nodes at once; for the job's only writer it is the first number it may take, and it counts on from there
+    by itself (one process fewer per job; the scheduler knows which numbers it can have taken)."""
 
     def __init__(self, out: str, samples_per_shard: int, numbers, writer_id: str, fallback_captioner: str,
                  scratch_dir: str | None):
-        self.numbers, self.writer_id, self.fallback = numbers, writer_id, fallback_captioner
-        self.writer = ShardWriter(out, samples_per_shard, next_number=self._take, scratch_dir=scratch_dir)
-
-    def _take(self) -> int:
-        return ray.get(self.numbers.take.remote(self.writer_id))
+        self.fallback = fallback_captioner
+        if isinstance(numbers, int):
+            next_number = itertools.count(numbers).__next__
+        else:
+            def next_number() -> int:
+                return ray.get(numbers.take.remote(writer_id))
+        self.writer = ShardWriter(out, samples_per_shard, next_number=next_number, scratch_dir=scratch_dir)
 
     def add(self, head, need, captioned, jpgs, mp4s) -> str | None:
         row, metas, _ = head
@@ -161,8 +167,7 @@ class Stages:
 
     @functools.cached_property
     def numbers(self):
-        """The job's ShardNumbers, on the driver's node; made with the first writer, so that its worker
-        process does not start beside the first video tasks' ones."""
+        """The job's ShardNumbers, on the driver's node, made with the first per-node writer."""
         here = NodeAffinitySchedulingStrategy(node_id=self.head_node, soft=False)
         return ray.remote(ShardNumbers).options(num_cpus=0, scheduling_strategy=here).remote(self.first_shard)
 
@@ -176,14 +181,15 @@ class Stages:
         refs = self.captioners[index].caption_videos.options(num_returns=len(pixels)).remote(*pixels)
         return [refs] if len(pixels) == 1 else refs
 
-    def writer(self, node: str, writer_id: str):
-        """A writer actor on `node` ("head": the driver's); it dies with its node."""
+    def writer(self, node: str, writer_id: str, first: int | None):
+        """A writer actor on `node` ("head": the driver's); it dies with its node. `first`: the first shard
+        number of the job's only writer (it counts on by itself); None: numbers from ShardNumbers."""
         target = self.head_node if node == "head" else node
         return ray.remote(WriterActor).options(
             num_cpus=0, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=target, soft=False),
-        ).remote(self.cfg.output, self.cfg.shards.samples_per_shard, self.numbers, writer_id, self.spec.name,
-                 self.cfg.run.scratch_dir)
+        ).remote(self.cfg.output, self.cfg.shards.samples_per_shard, self.numbers if first is None else first,
+                 writer_id, self.spec.name, self.cfg.run.scratch_dir)
 
     def numbers_of(self, writer_id: str) -> list[int]:
         return ray.get(self.numbers.numbers_of.remote(writer_id))

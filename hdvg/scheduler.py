@@ -30,8 +30,9 @@ import ray
 from ray.exceptions import ActorUnschedulableError, RayActorError, RayError, RayTaskError
 
 from hdvg.config import CurateConfig
-from hdvg.contract import STATUS_FAILED, VIDEO_SCHEMA, VIDEOS_DIR
+from hdvg.contract import STATUS_FAILED, VIDEO_SCHEMA, VIDEOS_DIR, shard_name
 from hdvg.process import video_row
+from hdvg.shards import remove_uncommitted
 from hdvg.sources import WorkItem, is_youtube_source
 from hdvg.storage import Store
 from hdvg.tally import VideoTally, duplicate_reason
@@ -70,9 +71,16 @@ class WriterSlot:
     key: str                         # node id, or "head"
     writer_id: str                   # this actor's name for the shard numbers it takes
     actor: Any
+    first: int | None = None         # the job's only writer counts its numbers from this one (else ShardNumbers)
+    calls: int = 0                   # add and commit calls sent: each takes at most one shard number
     pending: list[InFlight] = field(default_factory=list)
     committing: Any = None           # ref of a commit call in flight
     dead: bool = False
+    lost_commits: list[int] | None = None  # once lost: the numbers it had committed
+
+    def numbers_taken(self) -> range:
+        """The numbers a writer that counts its own can have taken."""
+        return range(self.first, self.first + self.calls)
 
 
 def read_ahead(items: Iterator[WorkItem], window: int, size: Callable[[WorkItem], int]) -> Iterator[WorkItem]:
@@ -150,6 +158,7 @@ class Scheduler:
         self.captioning: dict = {}   # captioned ref -> record
         self.adding: dict = {}       # add ref -> record
         self.writers: dict[str, WriterSlot] = {}
+        self.next_first = stages.first_shard  # of the next writer that counts its own numbers
         self.started_ids: set[str] = set()          # ids taken this run (duplicates are detected against them)
         self.committed_ids: set[str] = set()
         self.waiting_duplicates: dict[str, list[WorkItem]] = {}
@@ -250,11 +259,14 @@ class Scheduler:
         slot = self.writers.get(node)
         if slot is None or slot.dead:
             writer_id = f"{node[:12]}-{len(self.writers)}-{time.monotonic_ns()}"
-            slot = self.writers[node] = WriterSlot(node, writer_id, self.stages.writer(node, writer_id))
+            # one writer at a time (all on the driver's node): it counts its own numbers, no ShardNumbers
+            first = None if self.stages.per_node_writers else self.next_first
+            slot = self.writers[node] = WriterSlot(node, writer_id, self.stages.writer(node, writer_id, first), first)
         return slot
 
     def _add(self, rec: InFlight) -> None:
         rec.writer = self._writer_for(rec)
+        rec.writer.calls += 1
         ref = rec.writer.actor.add.remote(rec.head, rec.need, rec.captioned_ref, rec.jpgs_ref, rec.mp4s_ref)
         self.adding[ref] = rec
 
@@ -296,6 +308,12 @@ class Scheduler:
             slot.pending = []
             log.warning("hdvg: shard writer on %s lost (%s): %d uncommitted videos redone", slot.key,
                         error_text(exc), len(lost))
+            slot.lost_commits = self._commits_of(slot)
+            if slot.first is not None:
+                # the job's only writer: the next one goes on after its last commit, so the numbers stay
+                # gapless, and what it left half-published under those numbers goes first
+                self.next_first = max(slot.lost_commits, default=slot.first - 1) + 1
+                remove_uncommitted(self.store)
         committed = self._committed_by(slot, {r.video_id for r in lost})
         kept = [r for r in lost if r.video_id in committed and r.duplicate_of is None]
         if kept:
@@ -306,14 +324,17 @@ class Scheduler:
             if rec not in kept:
                 self._redo(rec, f"writer: lost ({error_text(exc)})")
 
+    def _commits_of(self, slot: WriterSlot) -> list[int]:
+        """The shard numbers a lost writer had committed (its last commit may not have reached us)."""
+        taken = slot.numbers_taken() if slot.first is not None else self.stages.numbers_of(slot.writer_id)
+        return [n for n in taken if self.store.exists(VIDEOS_DIR, f"{shard_name(n)}.parquet")]
+
     def _committed_by(self, slot: WriterSlot, ids: set[str]) -> set[str]:
-        """Which of `ids` a lost writer had committed before it died (its last commit may not have reached us)."""
+        """Which of `ids` a lost writer had committed before it died."""
         found = set()
-        for number in self.stages.numbers_of(slot.writer_id):
-            name = f"{number:06d}.parquet"
-            if self.store.exists(VIDEOS_DIR, name):
-                table = self.store.dataset(VIDEOS_DIR, [name], VIDEO_SCHEMA).to_table(columns=["video_id"])
-                found |= ids & set(table["video_id"].to_pylist())
+        for number in slot.lost_commits:
+            part = self.store.dataset(VIDEOS_DIR, [f"{shard_name(number)}.parquet"], VIDEO_SCHEMA)
+            found |= ids & set(part.to_table(columns=["video_id"])["video_id"].to_pylist())
         return found
 
     def _redo(self, rec: InFlight, reason: str) -> None:
@@ -357,6 +378,7 @@ class Scheduler:
             return
         for slot in self.writers.values():
             if slot.pending and slot.committing is None and not slot.dead:
+                slot.calls += 1
                 slot.committing = slot.actor.commit.remote()
 
     def run(self) -> Progress:
