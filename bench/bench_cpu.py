@@ -17,11 +17,13 @@ another, and reports each round's ratios and the round with the median hdvg / fl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -72,10 +74,9 @@ def _process_kind(pid: int) -> str:
     return Path(script or first).name
 
 
-def descendants_cpu() -> dict[str, float]:
-    """CPU seconds of every live descendant of this process by kind, with their own reaped children
-    (/proc): the Ray processes of a local cluster, whose workers are children of the raylet and never
-    reaped by us."""
+def descendants() -> dict[int, float]:
+    """CPU seconds of every live descendant of this process, by pid, with their own reaped children (/proc):
+    the Ray processes of a local cluster, whose workers are children of the raylet and never reaped by us."""
     tick = os.sysconf("SC_CLK_TCK")
     parent, cpu = {}, {}
     for entry in Path("/proc").iterdir():
@@ -90,11 +91,27 @@ def descendants_cpu() -> dict[str, float]:
     while frontier:
         frontier = {p for p, pp in parent.items() if pp in frontier} - ours
         ours |= frontier
+    return {p: cpu[p] for p in ours}
+
+
+def by_kind(procs: dict[int, float]) -> dict[str, float]:
+    """CPU seconds of `procs` (from `descendants`) summed by kind of process."""
     kinds: dict[str, float] = {}
-    for p in ours:
+    for p, cpu in procs.items():
         kind = _process_kind(p)
-        kinds[kind] = kinds.get(kind, 0.0) + cpu[p]
+        kinds[kind] = kinds.get(kind, 0.0) + cpu
     return kinds
+
+
+def stop_leftovers(pids, grace_s: float = 5.0) -> None:
+    """Wait for `pids` to exit, then kill those left: Ray's agents outlive `ray.shutdown` by up to a minute,
+    and would run beside the next path measured."""
+    deadline = time.monotonic() + grace_s
+    while (alive := [p for p in pids if (Path("/proc") / str(p)).exists()]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for p in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
 
 
 def run_all(commands: list[list[str]], jobs: int) -> tuple[float, float]:
@@ -204,20 +221,23 @@ def hdvg_run(cfg) -> tuple[float, dict[str, float], float, list[dict]]:
     from hdvg.pipeline import run_curation
 
     start, own0, reaped0 = time.monotonic(), time.process_time(), children_cpu()
-    before = sum(descendants_cpu().values())  # nothing of ours runs yet: normally 0
+    before = sum(descendants().values())  # nothing of ours runs yet: normally 0
     stats = run_curation(cfg)
     wall = time.monotonic() - start
-    cpu = descendants_cpu()  # before shutdown kills the Ray processes
+    cluster = descendants()  # before shutdown kills the Ray processes
+    cpu = by_kind(cluster)
     cpu["driver"] = time.process_time() - own0
     cpu["reaped children"] = children_cpu() - reaped0 - before
     ray.shutdown()
+    stop_leftovers(cluster)
     return wall, cpu, stats["last_run"]["ray_start_s"], pq.read_table(Path(cfg.output) / "index").to_pylist()
 
 
 def measure_round(out: Path, videos: dict, infos: dict, runs: list, size: dict, x264: list[str], cfg_values: dict,
                   jobs: int) -> dict:
     """Every path once, one after another, in folder `out`: wall and CPU s of each, hdvg's CPU by process,
-    its Ray start-up, and the cuts each found."""
+    its Ray start-up, and the cuts each found. The paths of the targets run next to hdvg (the floor just
+    before it, the CLI at equal settings just after), because the VM's speed drifts within minutes."""
     out.mkdir()
     paths: dict[str, tuple[float, float]] = {}  # name -> (wall s, CPU s)
     paths["decode"] = run_all([["ffmpeg", "-v", "error", "-i", str(p), "-map", "0:v:0", "-f", "null", "-"]
@@ -226,25 +246,26 @@ def measure_round(out: Path, videos: dict, infos: dict, runs: list, size: dict, 
     paths["floor"] = run_all([["ffmpeg", "-v", "error", "-y", "-i", str(p), "-map", "0:v:0", "-vf",
                                f"scale={size[rel][0]}:{size[rel][1]}", *x264, str(out / f"floor_{k}_{p.stem}.mp4")]
                               for rel, p, k in runs], jobs)
-    # the PySceneDetect CLI (list-scenes added to read its cuts; it costs nothing): as users run it, which
-    # keeps the source size and encodes audio, and at hdvg's settings, which the targets are against
+
+    cfg = build_config(values={**cfg_values, "output": str(out / "hdvg")})
+    hdvg_wall, hdvg_kinds, ray_start, index = hdvg_run(cfg)
+    paths["hdvg"] = (hdvg_wall, sum(hdvg_kinds.values()))
+
+    # the PySceneDetect CLI (list-scenes added to read its cuts; it costs nothing): at hdvg's settings, which
+    # the targets are against, and as users run it, which keeps the source size and encodes audio
     scenedetect = str(Path(sys.executable).with_name("scenedetect"))
 
     def cli(name: str, split_args) -> list[list[str]]:
         return [[scenedetect, "-i", str(p), "-o", str(out / f"{name}_{k}_{p.stem}"), "detect-adaptive",
                  "list-scenes", "split-video", *split_args(rel), "save-images", "-n", "1"] for rel, p, k in runs]
 
-    paths["cli_default"] = run_all(cli("clidef", lambda rel: []), jobs)
     paths["cli_equal"] = run_all(cli("cli", lambda rel: [
         "-a", " ".join(["-map 0:v:0", f"-vf scale={size[rel][0]}:{size[rel][1]}", *x264])]), jobs)
+    paths["cli_default"] = run_all(cli("clidef", lambda rel: []), jobs)
     cli_found = {rel: cli_cuts(next((out / f"cli_0_{p.stem}").glob("*-Scenes.csv"))) for rel, p in videos.items()}
     clidef_found = {rel: cli_cuts(next((out / f"clidef_0_{p.stem}").glob("*-Scenes.csv")))
                     for rel, p in videos.items()}
 
-    cfg = build_config(values={**cfg_values, "output": str(out / "hdvg")})
-    hdvg_wall, hdvg_kinds, ray_start, index = hdvg_run(cfg)
-    hdvg_cpu = sum(hdvg_kinds.values())
-    paths["hdvg"] = (hdvg_wall, hdvg_cpu)
     truth = {rel: t for rel, (t, _) in TRUTH.items()}
     found = {}  # from the clips of the timed run (first copy of each video)
     for rel, p in videos.items():

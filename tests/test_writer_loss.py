@@ -36,7 +36,7 @@ def _writer_pid(job: subprocess.Popen) -> int | None:
         ancestor = pid
         while ancestor in parent and ancestor != job.pid:
             ancestor = parent[ancestor]
-        if ancestor == job.pid and name.get(pid) == b"ray::WriterActor":
+        if ancestor == job.pid and name.get(pid, b"").startswith(b"ray::WriterActor"):  # idle, or in a call
             return pid
     return None
 
