@@ -371,9 +371,11 @@ def main() -> int:
     if stages:  # the measured constants of `hdvg plan`
         result["cut_cpu_s_per_video_s"] = round(stages["video_task"] - stages["probe"], 4)
         result["probe_cpu_s_per_video_s"] = stages["probe"]
-    elif results.exists():  # keep the last measured constants
+    elif results.exists():  # keep the last measured stage profile and constants, with the date they are of
         old = json.loads(results.read_text())
-        result.update({k: old[k] for k in ("cut_cpu_s_per_video_s", "probe_cpu_s_per_video_s") if k in old})
+        kept = ("stage_cpu_s_per_video_s", "cut_cpu_s_per_video_s", "probe_cpu_s_per_video_s")
+        result.update({k: old[k] for k in kept if old.get(k)})
+        result["stages_date"] = old.get("stages_date", old.get("date"))
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
