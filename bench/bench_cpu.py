@@ -287,8 +287,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="baseline processes in parallel (this machine: 2 cores)")
     ap.add_argument("--repeat", type=int, default=1, help="take each video N times (under other names), so that "
                     "the job's constant start-up weighs as it does on longer inputs")
-    ap.add_argument("--rounds", type=int, default=1, help="measure every path N times, one round after another, and report "
-                    "the round with the median hdvg / floor ratio (the VM's speed drifts between minutes)")
+    ap.add_argument("--rounds", type=int, default=1, help="measure every path N times, one round after another, "
+                    "and report the round with the median hdvg / floor ratio (the VM's speed drifts between minutes)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--no-stages", action="store_true", help="skip the per-stage CPU profile")
     ap.add_argument("--stages-only", action="store_true", help="only the per-stage CPU profile (printed, not saved)")

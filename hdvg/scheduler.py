@@ -71,16 +71,22 @@ class WriterSlot:
     key: str                         # node id, or "head"
     writer_id: str                   # this actor's name for the shard numbers it takes
     actor: Any
-    first: int | None = None         # the job's only writer counts its numbers from this one (else ShardNumbers)
-    calls: int = 0                   # add and commit calls sent: each takes at most one shard number
+    next_number: int | None = None   # the job's only writer counts its own numbers: the next it takes
+    unanswered: int = 0              # add and commit calls sent, not answered yet: each can take one number
     pending: list[InFlight] = field(default_factory=list)
     committing: Any = None           # ref of a commit call in flight
     dead: bool = False
-    lost_commits: list[int] | None = None  # once lost: the numbers it had committed
+    lost_commits: list[int] | None = None  # once lost: the numbers it had committed that we had not seen
 
-    def numbers_taken(self) -> range:
-        """The numbers a writer that counts its own can have taken."""
-        return range(self.first, self.first + self.calls)
+    def answered(self, committed: str | None) -> None:
+        """One of its calls came back; `committed`: the shard that call committed, if any."""
+        self.unanswered -= 1
+        if committed and self.next_number is not None:
+            self.next_number = int(committed) + 1
+
+    def unseen_numbers(self) -> range:
+        """The numbers a writer that counts its own can have committed without our having seen it."""
+        return range(self.next_number, self.next_number + self.unanswered)
 
 
 def read_ahead(items: Iterator[WorkItem], window: int, size: Callable[[WorkItem], int]) -> Iterator[WorkItem]:
@@ -261,12 +267,13 @@ class Scheduler:
             writer_id = f"{node[:12]}-{len(self.writers)}-{time.monotonic_ns()}"
             # one writer at a time (all on the driver's node): it counts its own numbers, no ShardNumbers
             first = None if self.stages.per_node_writers else self.next_first
-            slot = self.writers[node] = WriterSlot(node, writer_id, self.stages.writer(node, writer_id, first), first)
+            slot = self.writers[node] = WriterSlot(node, writer_id, self.stages.writer(node, writer_id, first),
+                                                   next_number=first)
         return slot
 
     def _add(self, rec: InFlight) -> None:
         rec.writer = self._writer_for(rec)
-        rec.writer.calls += 1
+        rec.writer.unanswered += 1
         ref = rec.writer.actor.add.remote(rec.head, rec.need, rec.captioned_ref, rec.jpgs_ref, rec.mp4s_ref)
         self.adding[ref] = rec
 
@@ -281,6 +288,7 @@ class Scheduler:
         except RayError as exc:  # its clips could not be fetched (their node died): process the video again
             self._redo(rec, f"worker: {error_text(exc)}")
             return
+        rec.writer.answered(committed)
         rec.writer.pending.append(rec)
         if committed:
             self._committed(rec.writer)
@@ -308,11 +316,11 @@ class Scheduler:
             slot.pending = []
             log.warning("hdvg: shard writer on %s lost (%s): %d uncommitted videos redone", slot.key,
                         error_text(exc), len(lost))
-            slot.lost_commits = self._commits_of(slot)
-            if slot.first is not None:
+            slot.lost_commits = self._unseen_commits(slot)
+            if slot.next_number is not None:
                 # the job's only writer: the next one goes on after its last commit, so the numbers stay
-                # gapless, and what it left half-published under those numbers goes first
-                self.next_first = max(slot.lost_commits, default=slot.first - 1) + 1
+                # gapless, and what it left half-published under the numbers after it goes first
+                self.next_first = max(slot.lost_commits, default=slot.next_number - 1) + 1
                 remove_uncommitted(self.store)
         committed = self._committed_by(slot, {r.video_id for r in lost})
         kept = [r for r in lost if r.video_id in committed and r.duplicate_of is None]
@@ -324,9 +332,9 @@ class Scheduler:
             if rec not in kept:
                 self._redo(rec, f"writer: lost ({error_text(exc)})")
 
-    def _commits_of(self, slot: WriterSlot) -> list[int]:
-        """The shard numbers a lost writer had committed (its last commit may not have reached us)."""
-        taken = slot.numbers_taken() if slot.first is not None else self.stages.numbers_of(slot.writer_id)
+    def _unseen_commits(self, slot: WriterSlot) -> list[int]:
+        """The shard numbers a lost writer had committed whose commit never reached us (it died meanwhile)."""
+        taken = slot.unseen_numbers() if slot.next_number is not None else self.stages.numbers_of(slot.writer_id)
         return [n for n in taken if self.store.exists(VIDEOS_DIR, f"{shard_name(n)}.parquet")]
 
     def _committed_by(self, slot: WriterSlot, ids: set[str]) -> set[str]:
@@ -378,7 +386,7 @@ class Scheduler:
             return
         for slot in self.writers.values():
             if slot.pending and slot.committing is None and not slot.dead:
-                slot.calls += 1
+                slot.unanswered += 1
                 slot.committing = slot.actor.commit.remote()
 
     def run(self) -> Progress:
@@ -406,10 +414,11 @@ class Scheduler:
                     slot = commits[ref]
                     slot.committing = None
                     try:
-                        ray.get(ref)  # a writer error (disk full, permissions) is fatal: nothing is half-written
+                        committed = ray.get(ref)  # a writer error (disk full, permissions) is fatal
                     except RayActorError as exc:
                         self._writer_lost(slot, exc)
                         continue
+                    slot.answered(committed)
                     self._committed(slot)
             self._check_deadlines()
             self.progress.maybe_print()
