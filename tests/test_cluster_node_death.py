@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -79,35 +80,53 @@ def clips_of(out):
     return sorted((r["clip_id"], r["start_frame"], r["end_frame"]) for r in pq.read_table(out / "index").to_pylist())
 
 
-def test_a_worker_node_killed_mid_job_loses_nothing_and_duplicates_nothing(tmp_path, two_nodes, ray_local):
-    address, env, worker = two_nodes
+def clean_run(tmp_path) -> tuple[Path, Path]:
+    """VIDEOS three-colour inputs, and the OUT of an undisturbed run over them."""
     inp = tmp_path / "in"
     inp.mkdir()
     for k in range(VIDEOS):
         _three_colour_video(inp / f"v{k}.mp4")
     clean = tmp_path / "clean"
     run_curation(build_config(values={"input": str(inp), "output": str(clean), **SMALL}))
+    return inp, clean
 
-    out = tmp_path / "out"
+
+def start_job(inp, out, *args: str, env=None) -> subprocess.Popen:
+    """The SMALL job as `pipelines.curate` in a process of its own, with `args` added."""
     flags = [f"--{k.split('.')[-1].replace('_', '-')}={v}" for k, v in SMALL.items() if k != "captioner.name"]
-    cmd = [sys.executable, "-m", "pipelines.curate", "--input", str(inp), "--output", str(out), "--captioner", "none",
-           "--address", address, "--writers", "per_node", "--cpus-per-video", "0.5",
-           "--set", 'run.video_resources={"video_slot": 1}', *flags]  # 1 video at a time on the head, 2 on the worker
-    job = subprocess.Popen(cmd, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", "pipelines.curate", "--input", str(inp), "--output", str(out),
+                             "--captioner", "none", *args, *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_first_commit(job: subprocess.Popen, out) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and job.poll() is None and not list((out / "videos").glob("*.parquet")):
-        time.sleep(0.1)
+        time.sleep(0.05)
+
+
+def assert_like_clean_run(out, clean) -> None:
+    """Every input has exactly one row, ok; the clips equal the clean run's, none twice, none missing."""
+    rows = pq.read_table(out / "videos").to_pylist()
+    assert sorted(r["video_id"] for r in rows) == [f"v{k}" for k in range(VIDEOS)]
+    assert {r["status"] for r in rows} == {"ok"}
+    assert clips_of(out) == clips_of(clean)
+    assert validate(out)[0] == []
+    assert json.loads((out / "stats.json").read_text())["clips"] == len(clips_of(clean))
+
+
+def test_a_worker_node_killed_mid_job_loses_nothing_and_duplicates_nothing(tmp_path, two_nodes, ray_local):
+    address, env, worker = two_nodes
+    inp, clean = clean_run(tmp_path)
+    out = tmp_path / "out"
+    # 1 video at a time on the head, 2 on the worker
+    job = start_job(inp, out, "--address", address, "--writers", "per_node", "--cpus-per-video", "0.5",
+                    "--set", 'run.video_resources={"video_slot": 1}', env={**env, "PYTHONPATH": str(ROOT)})
+    wait_for_first_commit(job, out)
     assert job.poll() is None, "the job ended before the node could be killed"
     os.killpg(worker.pid, signal.SIGKILL)  # the worker node, its raylet, its workers and its shard writer
     worker.wait()
     log, _ = job.communicate(timeout=600)
     assert job.returncode == 0, log[-3000:]
-
-    rows = pq.read_table(out / "videos").to_pylist()
-    assert sorted(r["video_id"] for r in rows) == [f"v{k}" for k in range(VIDEOS)]  # one row each
-    assert {r["status"] for r in rows} == {"ok"}
-    assert clips_of(out) == clips_of(clean)
-    assert validate(out)[0] == []
-    stats = json.loads((out / "stats.json").read_text())
-    assert stats["clips"] == len(clips_of(clean)) and stats["last_run"]["writers"] >= 2
+    assert_like_clean_run(out, clean)
+    assert json.loads((out / "stats.json").read_text())["last_run"]["writers"] >= 2

@@ -2,23 +2,14 @@
 killed with SIGKILL once the first shard is committed. The job finishes; every input has exactly one row; the
 clips equal a clean run's; the shard numbers stay gapless (the writer counts its own numbers, and the next
 one goes on after the last number the lost one committed)."""
-import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from hdvg.config import build_config
-from hdvg.pipeline import run_curation
-from hdvg.validate import validate
-from tests.conftest import ROOT
-from tests.test_cluster_node_death import SMALL, VIDEOS, clips_of
-from tests.test_sources import _three_colour_video
+from tests.test_cluster_node_death import assert_like_clean_run, clean_run, start_job, wait_for_first_commit
 
 pytestmark = pytest.mark.slow
 
@@ -42,34 +33,17 @@ def _writer_pid(job: subprocess.Popen) -> int | None:
 
 
 def test_the_lone_writer_killed_mid_job_loses_nothing_and_leaves_no_gap(tmp_path, ray_local):
-    inp = tmp_path / "in"
-    inp.mkdir()
-    for k in range(VIDEOS):
-        _three_colour_video(inp / f"v{k}.mp4")
-    clean = tmp_path / "clean"
-    run_curation(build_config(values={"input": str(inp), "output": str(clean), **SMALL}))
-
+    inp, clean = clean_run(tmp_path)
     out = tmp_path / "out"
-    flags = [f"--{k.split('.')[-1].replace('_', '-')}={v}" for k, v in SMALL.items() if k != "captioner.name"]
-    job = subprocess.Popen([sys.executable, "-m", "pipelines.curate", "--input", str(inp), "--output", str(out),
-                            "--captioner", "none", "--address", "local", *flags],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and job.poll() is None and not list((out / "videos").glob("*.parquet")):
-        time.sleep(0.05)
+    job = start_job(inp, out, "--address", "local")
+    wait_for_first_commit(job, out)
     writer = _writer_pid(job)
     assert job.poll() is None and writer is not None, "the job ended before its writer could be killed"
     os.kill(writer, signal.SIGKILL)
     log, _ = job.communicate(timeout=600)
     assert job.returncode == 0, log[-3000:]
     assert "shard writer on head lost" in log
-
-    rows = pq.read_table(out / "videos").to_pylist()
-    assert sorted(r["video_id"] for r in rows) == [f"v{k}" for k in range(VIDEOS)]  # one row each
-    assert {r["status"] for r in rows} == {"ok"}
-    assert clips_of(out) == clips_of(clean)
-    assert validate(out)[0] == []
+    assert_like_clean_run(out, clean)
     committed = sorted(p.stem for p in (out / "videos").glob("*.parquet"))
     assert committed == [f"{n:06d}" for n in range(len(committed))]
     assert sorted(p.stem for p in (out / "shards").glob("*.tar")) == committed
-    assert json.loads((out / "stats.json").read_text())["clips"] == len(clips_of(clean))
