@@ -29,14 +29,14 @@ shards: install
 
 # The tiny video diffusion model trained on `make shards`' output. The sample is uncaptioned (offline), so it
 # trains with empty text (unconditional) and its log says so. Without real weights on this machine, the
-# VAE and CLIP text encoder are tiny RANDOM models saved by tests/model_builders.py: this proves the pipeline
+# VAE and CLIP text encoder are tiny RANDOM models saved by model/tiny.py: this proves the pipeline
 # end to end, not image quality (pass real ones with `hdvg train --components PATH`).
 TRAIN_RUN := data/train_tiny
 train: install
 	@test -d $(OUT)/shards || $(MAKE) shards
 	@echo "make train: VAE + CLIP text encoder are tiny RANDOM weights ($(TRAIN_RUN)/components), not a real model"
 	rm -rf $(TRAIN_RUN)
-	$(PY) -m tests.model_builders $(TRAIN_RUN)/components
+	$(PY) -m model.tiny $(TRAIN_RUN)/components
 	$(PY) -m hdvg.cli train --config tiny --components $(TRAIN_RUN)/components --shards '$(OUT)/shards/*.tar' \
 	  --set data.uncaptioned=empty --output $(TRAIN_RUN)/run
 

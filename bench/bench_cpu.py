@@ -10,7 +10,8 @@ on a shared machine wall time is noisy, CPU time much less). Cut precision/recal
 timed hdvg run wrote (its index), and of the CLI's scene lists, against the cut lists of
 ../shared/data/ground_truth (see TRUTH for where each comes from). A per-stage CPU profile of the video task
 (probe, decode, detect, scale, encode, keyframes) follows; everything goes to bench/results/cpu.json (with
---repeat N: cpu_repeatN.json), which `hdvg plan` reads (`cut_cpu_s_per_video_s`, `probe_cpu_s_per_video_s`).
+--repeat N: cpu_repeatN.json), and `hdvg plan`'s constants (`cut_cpu_s_per_video_s`, `probe_cpu_s_per_video_s`)
+also to hdvg/measured.json, which ships in the package.
 The VM's speed drifts from minute to minute, so --rounds N measures every path N times, one round after
 another, and reports each round's ratios and the round with the median hdvg / floor ratio in full.
 """
@@ -38,6 +39,7 @@ RESULTS = ROOT / "bench" / "results" / "cpu.json"
 
 from hdvg.config import build_config  # noqa: E402
 from hdvg.cutting import clip_size  # noqa: E402
+from hdvg.plan import record_measured  # noqa: E402
 from hdvg.probe import probe  # noqa: E402
 from hdvg.scenes import clip_length_limits  # noqa: E402
 
@@ -378,6 +380,9 @@ def main() -> int:
         result["stages_date"] = old.get("stages_date", old.get("date"))
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(result, indent=1) + "\n")
+    if stages and args.repeat == 1:
+        record_measured({k: result[k] for k in ("cut_cpu_s_per_video_s", "probe_cpu_s_per_video_s")},
+                        "bench/bench_cpu.py", result["date"])
     print(json.dumps(result))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -74,7 +74,7 @@ def trainer_wait(shards: Path, steps: int) -> dict:
     """The real training loop with one loader worker: measured data-wait fraction and step time."""
     from model.train import Trainer
     from model.train_config import load_config
-    from tests.model_builders import save_tiny_components
+    from model.tiny import save_tiny_components
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config("tiny", [f"components={save_tiny_components(Path(tmp) / 'c')}",

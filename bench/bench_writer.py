@@ -4,7 +4,7 @@ writing and fsyncing the same bytes as plain files.
 
     .venv/bin/python bench/bench_writer.py [--mb 256] [--clip-mb 1.0] [--samples-per-shard 64] [--repeat 3] [--dir DIR]
 
-`hdvg plan` reads `writer_mb_s` from bench/results/writer.json: how many writers the output rate of the
+`hdvg plan` reads `writer_mb_s` (recorded in hdvg/measured.json too): how many writers the output rate of the
 full build needs (the job runs one per node, `shards.writers`).
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "writer.json"
 
 from hdvg.contract import CLIP_FIELDS  # noqa: E402
+from hdvg.plan import record_measured  # noqa: E402
 from hdvg.shards import ShardWriter  # noqa: E402
 
 
@@ -95,6 +96,7 @@ def main() -> int:
           f"{result['disk_floor_mb_s']} MB/s; writer at {result['writer_vs_floor']:.2f}x the floor")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    record_measured({"writer_mb_s": result["writer_mb_s"]}, "bench/bench_writer.py", result["date"])
     print(json.dumps(result))
     return 0
 

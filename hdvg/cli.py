@@ -1,11 +1,18 @@
-"""`hdvg` command line: curate, sample, validate, stats, plan, caption, and the models' commands (model/cli.py).
-`python -m pipelines.curate` takes curate's arguments."""
+"""`hdvg` command line: curate, sample, validate, stats, plan, caption, and the commands that installed packages
+register in the `hdvg.commands` entry-point group (the model stack's train, sample-video, ...: model/cli.py).
+`python -m pipelines.curate` takes curate's arguments.
+
+Curation never imports the model package: a curation command loads no plugin at all, and a plugin whose
+package is not installed (the curation image copies no `model/`) is left out with its reason."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import sys
 from collections import Counter
+from importlib.metadata import entry_points
 from types import UnionType
 from typing import Literal, Union, get_args, get_origin
 
@@ -66,16 +73,39 @@ def _config_from(args: argparse.Namespace):
     return build_config(args.config, values, args.set)
 
 
+def private_cluster_auth(cfg) -> None:
+    """A job that starts its own local Ray cluster gets token authentication (Ray's default) set explicitly,
+    with a fresh token of that cluster's own in the environment its processes inherit: nothing is written to
+    ~/.ray and Ray does not warn. Ray reads the mode when it is imported, so this runs before; a user's own
+    RAY_AUTH_MODE, and jobs that join a cluster (`--address`, RAY_ADDRESS, `ray job submit`), keep Ray's
+    defaults."""
+    joins = cfg.run.address not in (None, "local") or os.environ.get("RAY_ADDRESS")
+    if joins or "RAY_AUTH_MODE" in os.environ or "ray" in sys.modules:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+
+
 def cmd_curate(args: argparse.Namespace) -> int:
     cfg = _config_from(args)  # validated before Ray or any work starts
+    private_cluster_auth(cfg)
+    from hdvg.download import YouTubeNotReady
     from hdvg.pipeline import run_curation
 
-    stats = run_curation(cfg)
+    try:
+        stats = run_curation(cfg)
+    except YouTubeNotReady as exc:  # what is committed stays; a rerun goes on from it
+        print(f"hdvg curate: stopped: {exc}", file=sys.stderr)
+        return 1
     by = stats["videos_by_status"]
     print(f"hdvg: {stats['videos']} videos (ok {by.get('ok', 0)}, filtered {by.get('filtered', 0)}, "
           f"failed {by.get('failed', 0)}) -> {stats['clips']} clips in {stats['shards']} shards, "
           f"{stats['hours_out'] * 3600:.1f} s of clips from {stats['hours_in'] * 3600:.1f} s of video, "
           f"at {stats['last_run']['video_seconds_per_wall_second']:.2f} video-s/s -> {cfg.output}")
+    if stats["last_run"].get("youtube"):
+        yt = stats["last_run"]["youtube"]
+        print(f"hdvg: YouTube downloads by yt-dlp {yt['yt_dlp']} with {yt['js_runtime']} "
+              f"(challenge solver: {', '.join(yt['challenge_providers'])})")
     if cfg.captioner.name == "none":
         print("hdvg: captioner 'none': clips are uncaptioned (caption null, captioner \"none\").")
     elif stats["last_run"].get("uncaptioned"):
@@ -144,6 +174,27 @@ def curate_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+PLUGIN_GROUP = "hdvg.commands"
+MODEL_EXTRA = "pip install 'hdvg[model]'"
+
+
+def load_plugins(sub: argparse._SubParsersAction, handlers: dict) -> dict[str, str]:
+    """Add the commands of every `hdvg.commands` entry point (`register(subparsers) -> {command: handler}`) to
+    `handlers`; return {entry point: reason} for those whose package does not import here."""
+    unavailable, seen = {}, set()
+    for point in entry_points(group=PLUGIN_GROUP):
+        if point.name in seen:  # an editable and a regular install of the same distribution
+            continue
+        seen.add(point.name)
+        try:
+            register = point.load()
+        except ImportError as exc:
+            unavailable[point.name] = f"{type(exc).__name__}: {exc}"
+            continue
+        handlers.update(register(sub))
+    return unavailable
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hdvg", description="HD-VG-130M curation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,14 +215,28 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("--shards", action="store_true", help="also write shards with the new captions")
     cp.add_argument("--max-shards", type=int, help="caption at most this many more shards (a rerun goes on)")
     add_config_flags(cp, section="captioner.")
-    from model.cli import register as register_model_commands
-
     handlers = {"curate": cmd_curate, "sample": cmd_sample, "validate": cmd_validate,
-                "stats": cmd_stats, "plan": cmd_plan, "caption": cmd_caption, **register_model_commands(sub)}
+                "stats": cmd_stats, "plan": cmd_plan, "caption": cmd_caption}
+    curation = set(handlers)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in curation:  # a plugin's command, --help or a typo: only then are plugins loaded
+        unavailable = load_plugins(sub, handlers)
+        if command is not None and command not in handlers and unavailable:
+            print(f"hdvg: no command {command!r} here; command plugins that could not load: "
+                  + "; ".join(f"{name} ({why})" for name, why in unavailable.items())
+                  + f". The model commands need hdvg installed with its model package and extra: {MODEL_EXTRA}",
+                  file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     handler = handlers[args.command]
     try:
         return handler(args)
+    except ModuleNotFoundError as exc:  # a plugin's command run without its stack (`hdvg train` on a curation node)
+        if args.command in curation:
+            raise
+        print(f"hdvg {args.command}: {exc}; install the stack it needs: {MODEL_EXTRA}", file=sys.stderr)
+        return 2
     except ConfigError as exc:  # a usage error: the message names the bad field
         print(f"hdvg {args.command}: {exc}", file=sys.stderr)
         return 2

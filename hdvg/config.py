@@ -175,6 +175,8 @@ class SourceConfig(_Section):
     socket_timeout_s: float = Field(30.0, gt=0, description="a connection silent this long fails (transient)")
     download_timeout_s: float = Field(1800.0, gt=0, description="wall-clock limit of one video's download, "
                                       "retries included")
+    js_runtime: str | None = Field(None, description="Deno binary (or its folder) with which yt-dlp solves "
+                                   "YouTube's JS challenges (default: the `deno` package's binary, else PATH)")
     audio: bool = Field(False, description="download an audio track too (HD-VG clips are video only)")
     hdvila_spans: bool = Field(True, description="HD-VILA input: detect scenes only inside the HD-VILA clip "
                                "spans, as HD-VG did (false: the whole video)")

@@ -8,10 +8,16 @@ A bot check or IP block (`blocked`) pauses the whole node's downloads (`RateLimi
 breaker) and the video tries again after the pause; `hdvg.failures` counts its failure as transient.
 Everything yt-dlp writes goes to the caller's scratch folder under fixed names (`source.<ext>`), never a
 name derived from the video id or title.
+
+YouTube serves playable formats only to clients that solve its JavaScript challenges: yt-dlp does that with
+its EJS solver (`yt-dlp-ejs`) in a JS runtime (Deno, whose binary the `deno` package ships). Without them
+every video would fail with a format error, so `youtube_ready` checks both, once per process, and a job stops
+with one `YouTubeNotReady` error instead.
 """
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import random
 import re
@@ -227,6 +233,68 @@ def source_meta(info: dict) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------------------------
+# YouTube's JS challenges
+
+class YouTubeNotReady(RuntimeError):
+    """yt-dlp here cannot solve YouTube's JS challenges: the job stops instead of failing every video."""
+
+
+def js_runtime_path(cfg: SourceConfig) -> str | None:
+    """`source.js_runtime`, else the Deno binary of the `deno` package, else None (yt-dlp looks on PATH)."""
+    if cfg.js_runtime:
+        return cfg.js_runtime
+    try:
+        from deno import find_deno_bin
+    except ImportError:
+        return None
+    try:
+        return find_deno_bin()
+    except (FileNotFoundError, RuntimeError):
+        return None
+
+
+def js_runtimes(cfg: SourceConfig) -> dict:
+    """yt-dlp's `js_runtimes` option."""
+    return {"deno": {"path": js_runtime_path(cfg)} if js_runtime_path(cfg) else {}}
+
+
+def youtube_readiness(cfg: SourceConfig) -> dict:
+    """What yt-dlp itself reports here: its version, the JS runtime it found, the challenge providers it can
+    use ({"yt_dlp", "js_runtime", "challenge_providers"}). Raises YouTubeNotReady naming what is missing."""
+    import yt_dlp
+    from yt_dlp.extractor.youtube.jsc._director import initialize_jsc_director
+
+    fix = ("install yt-dlp with its challenge solver and Deno (`pip install 'yt-dlp[default]' deno`, as "
+           "requirements.txt does) or point source.js_runtime at a Deno >= 2.3 binary")
+    with yt_dlp.YoutubeDL({"quiet": True, "no_warnings": True, "logger": _Quiet(), "cachedir": False,
+                           "js_runtimes": js_runtimes(cfg)}) as ydl:
+        runtime = ydl._js_runtimes.get("deno")
+        info = runtime.info if runtime is not None else None
+        if info is None or not info.supported:
+            found = f"deno {info.version} at {info.path} is too old" if info else \
+                f"no Deno at {js_runtime_path(cfg) or 'PATH'}"
+            raise YouTubeNotReady(f"yt-dlp {yt_dlp.version.__version__} has no usable JS runtime ({found}): "
+                                  f"YouTube serves no playable formats without one; {fix}")
+        director = initialize_jsc_director(ydl.get_info_extractor("Youtube"))
+        providers = sorted(p.PROVIDER_NAME for p in director.providers.values() if p.is_available())
+        if not providers:
+            raise YouTubeNotReady(f"yt-dlp {yt_dlp.version.__version__} sees deno {info.version} but no JS "
+                                  f"challenge provider can use it (is yt-dlp-ejs installed?); {fix}")
+    return {"yt_dlp": yt_dlp.version.__version__, "js_runtime": f"deno {info.version}",
+            "js_runtime_path": info.path, "challenge_providers": providers}
+
+
+@functools.lru_cache(maxsize=4)
+def _readiness_of(js_runtime: str | None) -> dict:
+    return youtube_readiness(SourceConfig(js_runtime=js_runtime))
+
+
+def youtube_ready(cfg: SourceConfig) -> dict:
+    """`youtube_readiness`, checked once per process (the driver at start, each worker at its first download)."""
+    return _readiness_of(cfg.js_runtime)
+
+
 def _options(scratch: Path, cfg: SourceConfig, deadline: float) -> dict:
     def hook(progress: dict) -> None:
         if time.monotonic() > deadline:
@@ -239,7 +307,7 @@ def _options(scratch: Path, cfg: SourceConfig, deadline: float) -> dict:
         "socket_timeout": cfg.socket_timeout_s, "progress_hooks": [hook], "cachedir": False,
         # retries are ours (counted, classified, backed off, rate-limited): yt-dlp makes one try
         "retries": 0, "fragment_retries": 0, "extractor_retries": 0, "file_access_retries": 0,
-        "continuedl": False, "overwrites": True,
+        "continuedl": False, "overwrites": True, "js_runtimes": js_runtimes(cfg),
     }
     if cfg.proxy:
         opts["proxy"] = cfg.proxy
@@ -284,6 +352,8 @@ def download(url: str, scratch: str | Path, cfg: SourceConfig, limiter: RateLimi
     import yt_dlp
 
     scratch = Path(scratch)
+    if "youtube.com/" in url or "youtu.be/" in url:
+        youtube_ready(cfg)  # raises YouTubeNotReady: a node that cannot download from YouTube stops the job
     started = time.monotonic()
     deadline = started + cfg.download_timeout_s
     secrets = secrets_of(cfg)

@@ -17,6 +17,7 @@ import functools
 import itertools
 import logging
 import os
+import threading
 import time
 
 import ray
@@ -29,7 +30,7 @@ from hdvg.lock import OutLock
 from hdvg.process import process_video
 from hdvg.scheduler import Scheduler, error_text, local_size, read_ahead
 from hdvg.shards import ShardWriter, recover, remove_uncommitted, write_stats
-from hdvg.sources import WorkItem, is_release_input, list_inputs
+from hdvg.sources import WorkItem, count_inputs, is_release_input, list_inputs
 from hdvg.storage import Store, is_remote
 
 log = logging.getLogger("hdvg")
@@ -198,6 +199,24 @@ class Stages:
         return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
 
 
+def count_in_background(cfg: CurateConfig, progress, already_done: int) -> None:
+    """Count the input beside the run (a parquet manifest's metadata, a listing's length; released metadata
+    is parsed a second time), so that the progress line has a total and an ETA long before all is read."""
+    def count() -> None:
+        try:
+            progress.counted(max(0, count_inputs(cfg.input, cfg.source) - already_done))
+        except Exception as exc:  # only the ETA is lost; the job reads the input itself and says what is wrong
+            log.warning("hdvg: input not counted (%s: %s): no ETA until it is all read", type(exc).__name__, exc)
+
+    threading.Thread(target=count, name="hdvg-count-input", daemon=True).start()
+
+
+def yt_dlp_version() -> str:
+    from yt_dlp.version import __version__
+
+    return __version__
+
+
 def run_curation(cfg: CurateConfig) -> dict:
     """Curate `cfg.input` into `cfg.output`; resumes what an earlier run of the same OUT left."""
     started = time.monotonic()
@@ -219,6 +238,7 @@ def run_curation(cfg: CurateConfig) -> dict:
         stages = Stages(cfg, spec, first_shard)
         todo = (item for item in list_inputs(cfg.input, cfg.source) if item.video_id not in done)
         scheduler = Scheduler(cfg, stages, read_ahead(todo, cfg.run.lookahead, local_size), max_inflight)
+        count_in_background(cfg, scheduler.progress, already_done=len(done))
         progress = scheduler.run()
         remove_uncommitted(store)  # what writers lost with their node left mid-publish
         wall = time.monotonic() - started
@@ -226,7 +246,10 @@ def run_curation(cfg: CurateConfig) -> dict:
         run = {"videos": tally.videos, "clips": tally.clips, "wall_s": round(wall, 3),
                "video_seconds_per_wall_second": round(tally.seconds_in / wall, 4),
                "clips_per_second": round(tally.clips / wall, 4), "ray_start_s": round(ray_start_s, 3),
-               "ray_cpus": cpus, "captioner": spec.name, "writers": len(scheduler.writers)}
+               "ray_cpus": cpus, "captioner": spec.name, "writers": len(scheduler.writers),
+               "yt_dlp": yt_dlp_version()}
+        if scheduler.youtube:  # what downloaded from YouTube: yt-dlp, its JS runtime and challenge solver
+            run["youtube"] = scheduler.youtube
         if spec.uncaptioned_reason:
             run["uncaptioned"] = spec.uncaptioned_reason
         if stages.captioners:

@@ -3,8 +3,8 @@
 `capacity_plan(PlanInputs())` sizes each worker group of deploy/ so that its stage finishes within
 `target_days` (the stages run concurrently, pipelined per video, so the job takes about that long), and
 prices the node-hours. Every input is a field below with where its number comes from: "measured" (read from
-the benchmarks' result files, bench/results/*.json, the one place those figures live; how each is measured is
-in docs/scale.md), "paper", or "assumption" (not measured here; change any with `hdvg plan --set name=value`).
+hdvg/measured.json, which the benchmarks write beside their result files in bench/results/ and which ships in
+the package, so an installed hdvg plans without the repository; how each is measured is in docs/scale.md), "paper", or "assumption" (not measured here; change any with `hdvg plan --set name=value`).
 """
 from __future__ import annotations
 
@@ -16,21 +16,27 @@ from pathlib import Path
 from hdvg.config import ConfigError
 
 DAY = 86400.0
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+MEASURED = Path(__file__).with_name("measured.json")  # {key: {"value", "bench", "date"}}
 
 
-def measured(file: str, key: str) -> float:
-    """A measured constant from a benchmark's result file (bench/results/<file>)."""
-    path = RESULTS / file
+def measured(key: str) -> float:
+    """A measured constant of the plan, as the benchmark that measures it last recorded it."""
     try:
-        return float(json.loads(path.read_text())[key])
-    except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"invalid configuration:\n  {key}: no measured value in {path} ({type(exc).__name__}: "
+        return float(json.loads(MEASURED.read_text())[key]["value"])
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid configuration:\n  {key}: no measured value in {MEASURED} ({type(exc).__name__}: "
                           f"{exc}); run the benchmark that writes it or give --set {key}=VALUE") from None
 
 
-def _measured(file: str, key: str):
-    return field(default_factory=lambda: measured(file, key))
+def record_measured(values: dict[str, float], bench: str, date: str) -> None:
+    """Called by a benchmark: the plan's constants it measured, with its name and the date."""
+    table = json.loads(MEASURED.read_text()) if MEASURED.exists() else {}
+    table.update({key: {"value": value, "bench": bench, "date": date} for key, value in values.items()})
+    MEASURED.write_text(json.dumps(table, indent=1) + "\n")
+
+
+def _measured(key: str):
+    return field(default_factory=lambda: measured(key))
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,10 @@ class PlanInputs:
     source_videos: int = 3_300_000        # HD-VILA-100M videos, the sources of HD-VG-130M (paper)
     source_hours: float = 371_500.0       # HD-VILA-100M hours: the spans the job decodes (paper)
     clips: int = 130_000_000              # HD-VG-130M clips = keyframes to caption, one per clip (paper)
-    # ---- CPU stages (measured by bench/bench_cpu.py -> bench/results/cpu.json; docs/scale.md)
+    # ---- CPU stages (measured by bench/bench_cpu.py; docs/scale.md)
     # one decode: PySceneDetect adaptive at 256 px + scale to 720p + x264 veryfast crf 22 + keyframes
-    video_cpu_s_per_video_s: float = _measured("cpu.json", "cut_cpu_s_per_video_s")
-    probe_cpu_s_per_video_s: float = _measured("cpu.json", "probe_cpu_s_per_video_s")  # ffprobe, packet count
+    video_cpu_s_per_video_s: float = _measured("cut_cpu_s_per_video_s")
+    probe_cpu_s_per_video_s: float = _measured("probe_cpu_s_per_video_s")  # ffprobe, packet count
     cpu_utilization: float = 0.75         # assumption: share of reserved vCPU-time doing work (stragglers, I/O)
     video_node_vcpus: int = 16            # deploy/: `video` group, num-cpus 16
     # ---- captioning (measured: BLIP-2 OPT-2.7B fp16, whole stage, 30 new tokens, NVIDIA H200; docs/scale.md)
@@ -54,8 +60,8 @@ class PlanInputs:
     videos_per_ip_day: float = 1000.0     # assumption: YouTube downloads one IP sustains before bot checks
     # ---- outputs
     output_mbps: float = 2.0              # assumption: mean bitrate of the 720p clips (x264 crf 22)
-    # measured by bench/bench_writer.py -> bench/results/writer.json: MB/s one shard writer commits
-    writer_mb_s: float = _measured("writer.json", "writer_mb_s")
+    # measured by bench/bench_writer.py: MB/s one shard writer commits
+    writer_mb_s: float = _measured("writer_mb_s")
     clip_fraction: float = 0.999          # measured: clip seconds / source seconds on the 1080p test video
     # ---- prices: on-demand list prices, USD, AWS us-east-1, as known on 2025-06 (assumption: check them)
     video_node_usd_h: float = 0.714       # c7i.4xlarge: 16 vCPU, 32 GiB

@@ -28,7 +28,7 @@ from hdvg.config import CurateConfig
 from hdvg.contract import SOURCE_META_FIELDS, STATUS_FAILED, STATUS_FILTERED, STATUS_OK
 from hdvg.failures import failure_class
 from hdvg.cutting import CutClip, CutError, SceneClips, cut_clips, cut_video
-from hdvg.download import redact, secrets_of
+from hdvg.download import YouTubeNotReady, redact, secrets_of
 from hdvg.filtering import filter_video
 from hdvg.metadata import clip_frames, map_scene
 from hdvg.probe import ProbeError, VideoInfo, probe
@@ -221,6 +221,8 @@ def process_video(item: WorkItem, cfg: CurateConfig, scratch: str | Path | None 
     except FetchError as exc:  # "download: <classification>: <message>", or "fetch: <message>" for a local path
         stage = "download" if exc.classification else "fetch"
         result = VideoResult(video_row(item, STATUS_FAILED, f"{stage}: {exc}", attempts=exc.attempts))
+    except YouTubeNotReady:  # the node's set-up, not the video's: the job stops with it (hdvg.scheduler)
+        raise
     except (ProbeError, DecodeError, CutError) as exc:
         stage = "probe" if isinstance(exc, ProbeError) else "decode" if isinstance(exc, DecodeError) else "cut"
         result = VideoResult(video_row(item, STATUS_FAILED, f"{stage}: {exc}", info, fetched=fetched))

@@ -31,6 +31,7 @@ from ray.exceptions import ActorUnschedulableError, RayActorError, RayError, Ray
 
 from hdvg.config import CurateConfig
 from hdvg.contract import STATUS_FAILED, VIDEO_SCHEMA, VIDEOS_DIR, shard_name
+from hdvg.download import YouTubeNotReady, youtube_ready
 from hdvg.process import video_row
 from hdvg.shards import remove_uncommitted
 from hdvg.sources import WorkItem, is_youtube_source
@@ -59,6 +60,7 @@ class InFlight:
     writer_losses: int = 0
     duplicate_of: str | None = None    # a duplicate input line: its row only, no task
     recorded: bool = False             # the row is the scheduler's own (timeout, lost worker, ...): no task
+    done: bool = False                 # counted in the progress line's videos done
 
     @property
     def video_id(self) -> str:
@@ -118,30 +120,48 @@ def task_deadline_s(item: WorkItem, cfg: CurateConfig) -> float:
 
 
 class Progress:
-    """The running job's line: committed videos by status (counted by VideoTally, as stats.json is)."""
+    """The running job's line: videos done of this run's total (duplicates included), the committed ones by
+    status (counted by VideoTally, as stats.json is), and an ETA from the rate so far. The total is known as
+    soon as the input is counted (`counted`, beside the run) and exact once all of it is read."""
 
-    def __init__(self):
-        self.tally, self.read = VideoTally(), 0
-        self.started, self.last_print = time.monotonic(), 0.0
+    def __init__(self, limit: int = 0):
+        self.tally, self.read, self.done = VideoTally(), 0, 0
+        self.total: int | None = None
+        self.limit = limit
+        self.started, self.last_print = time.monotonic(), None
         self.input_done = False
+
+    def counted(self, items: int) -> None:
+        """The input holds `items` videos this run has to do (`--limit` caps them)."""
+        if not self.input_done:
+            self.total = min(items, self.limit) if self.limit else items
+
+    def input_read(self) -> None:
+        self.input_done, self.total = True, self.read
 
     def committed(self, rows: list[dict]) -> None:
         self.tally.add(pa.Table.from_pylist(rows, schema=VIDEO_SCHEMA))
 
     def line(self) -> str:
         t, wall = self.tally, max(time.monotonic() - self.started, 1e-9)
-        rate = t.videos / wall
-        total = f"{self.read}" if self.input_done else f"{self.read}+"
-        eta = f"ETA {(self.read - t.videos) / rate:.0f} s" if self.input_done and rate > 0 else "ETA -"
+        total = None if self.total is None else max(self.total, self.read, self.done)
+        rate = self.done / wall
+        eta = f"ETA {(total - self.done) / rate:.0f} s" if total is not None and rate > 0 else "ETA -"
         by = t.by_status
-        return (f"[hdvg] videos {t.videos}/{total} (ok {by['ok']}, filtered {by['filtered']}, failed "
-                f"{by['failed']}) clips {t.clips} | {t.seconds_in / 3600:.3f} h in, {t.seconds_out / 3600:.3f} h "
-                f"out | {t.seconds_in / wall:.2f} video-s/s | {eta}")
+        return (f"[hdvg] videos {self.done}/{self.read if total is None else total}{'+' if total is None else ''} "
+                f"(ok {by['ok']}, filtered {by['filtered']}, failed {by['failed']}) clips {t.clips} | "
+                f"{t.seconds_in / 3600:.3f} h in, {t.seconds_out / 3600:.3f} h out | "
+                f"{t.seconds_in / wall:.2f} video-s/s | {eta}")
 
     def maybe_print(self, every: float = 10.0, force: bool = False) -> None:
-        if force or time.monotonic() - self.last_print >= every:
+        """A line every `every` seconds, the first once a video is done (it gives the rate the ETA needs) or
+        after a minute without one."""
+        now = time.monotonic()
+        due = now - self.last_print >= every if self.last_print is not None else \
+            self.done > 0 or now - self.started >= 60
+        if force or due:
             print(self.line(), file=sys.stderr, flush=True)
-            self.last_print = time.monotonic()
+            self.last_print = now
 
 
 def error_text(exc: BaseException) -> str:
@@ -156,7 +176,7 @@ class Scheduler:
         self.cfg, self.stages, self.max_inflight = cfg, stages, max_inflight
         self.items = items
         self.store = Store(cfg.output)
-        self.progress = Progress()
+        self.progress = Progress(cfg.run.limit or 0)
         self.decoding: dict = {}     # head ref -> record
         self.cancelling: dict = {}   # head ref -> time its grace ends
         self.preparing: dict = {}    # pixels ref -> record
@@ -169,6 +189,7 @@ class Scheduler:
         self.committed_ids: set[str] = set()
         self.waiting_duplicates: dict[str, list[WorkItem]] = {}
         self.outstanding = [0] * len(stages.captioners)
+        self.youtube: dict | None = None  # yt-dlp's report, once the input has a video to download from YouTube
 
     # ---------------------------------------------------------------- feeding
 
@@ -179,13 +200,13 @@ class Scheduler:
     def _feed(self) -> None:
         while not self.progress.input_done and self.in_flight() < self.max_inflight:
             item = next(self.items, None)
-            if item is None:
-                self.progress.input_done = True
+            if item is None or (self.cfg.run.limit and len(self.started_ids) >= self.cfg.run.limit):
+                self.progress.input_read()
                 return
             self.progress.read += 1
-            if self.cfg.run.limit and len(self.started_ids) >= self.cfg.run.limit:
-                self.progress.input_done = True
-                return
+            if self.youtube is None and is_youtube_source(item.source) and \
+                    (not self.cfg.source.mirror or self.cfg.source.mirror_fallback):
+                self.youtube = youtube_ready(self.cfg.source)  # YouTubeNotReady stops the job before a download
             if item.video_id in self.started_ids:
                 if item.video_id in self.committed_ids:
                     self._record_duplicate(item)
@@ -217,6 +238,11 @@ class Scheduler:
     def _decoded(self, rec: InFlight) -> None:
         try:
             rec.head = ray.get(rec.head_ref)
+        except RayTaskError as exc:
+            if isinstance(exc.cause, YouTubeNotReady):  # that node cannot download from YouTube: stop the job
+                raise exc.cause from None
+            self._fail(rec, f"worker: {error_text(exc)}")
+            return
         except RayError as exc:  # the worker died (segfault, OOM kill) even after a retry
             self._fail(rec, f"worker: {error_text(exc)}")
             return
@@ -290,6 +316,9 @@ class Scheduler:
             return
         rec.writer.answered(committed)
         rec.writer.pending.append(rec)
+        if not rec.done:  # at its writer, as good as committed for the rate the ETA needs
+            rec.done = True
+            self.progress.done += 1
         if committed:
             self._committed(rec.writer)
 

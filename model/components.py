@@ -3,7 +3,7 @@ a diffusers `AutoencoderKL` (f=8, 4 latent channels, its own `scaling_factor`; 3
 latents) and a transformers CLIP text encoder with its tokenizer. One folder (or hub id) in the diffusers
 pipeline layout holds them: `vae/`, `text_encoder/`, `tokenizer/` (ModelScope's text-to-video repo, the
 paper's start, has exactly these). Nothing here builds random weights: tests and `make train` save tiny
-random ones with `tests/model_builders.py` and load them through this same code."""
+random ones with `model/tiny.py` and load them through this same code."""
 from __future__ import annotations
 
 import torch

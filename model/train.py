@@ -78,7 +78,7 @@ class Trainer:
             print(f"--resume: no checkpoint in {self.run_dir} yet, starting at step 0", flush=True)
         if not cfg.components:
             raise ValueError("train config components: a folder or hub id with vae/, text_encoder/, tokenizer/ "
-                             "is needed (`make train` builds tiny random ones with tests/model_builders.py)")
+                             "is needed (`make train` builds tiny random ones with model/tiny.py)")
         torch.manual_seed(cfg.seed + self.env.rank)  # dropout in the U-Net
         np.random.seed(cfg.seed + self.env.rank)
         # trainer draws (caption dropout, noise, timesteps, VAE posterior samples): one CPU generator per rank

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model.eval.clipsim import ClipScorer
-from tests.model_builders import save_tiny_clip
+from model.tiny import save_tiny_clip
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import pytest
 
 from hdvg.cli import main as hdvg
 from model.data import caption_of, expand_shards, iter_tar_samples
-from tests.model_builders import save_i3d_torchscript_standin, save_tiny_clip
+from tests.model_builders import save_i3d_torchscript_standin
+from model.tiny import save_tiny_clip
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def tiny_run(curated_out, tmp_path_factory):
     """A RUN of the tiny trainer config: one optimiser step on the real shards, its checkpoint saved."""
     from model.train import Trainer
     from model.train_config import tiny
-    from tests.model_builders import save_tiny_components
+    from model.tiny import save_tiny_components
 
     root = tmp_path_factory.mktemp("tiny_run")
     cfg = tiny()

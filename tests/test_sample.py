@@ -11,7 +11,8 @@ from model.data import expand_shards, iter_tar_samples
 from model.sample import Sampler
 from model.train import Trainer
 from model.train_config import load_config
-from tests.model_builders import downscaled_clip, save_tiny_components, write_shard
+from tests.model_builders import downscaled_clip, write_shard
+from model.tiny import save_tiny_components
 from tests.model_builders import one_torch_thread  # noqa: F401 (autouse fixture)
 
 SMALL_UNET = ["unet.block_out_channels=[8, 16]", "unet.attention_levels=[true, false]", "unet.norm_num_groups=4"]

@@ -19,7 +19,8 @@ from model.diffusion import diffusion_loss
 from model.train import Trainer
 from model.train_config import load_config
 from tests.conftest import ROOT
-from tests.model_builders import downscaled_clip, save_tiny_components, write_shard
+from tests.model_builders import downscaled_clip, write_shard
+from model.tiny import save_tiny_components
 from tests.model_builders import one_torch_thread  # noqa: F401 (autouse fixture)
 
 # A 2-level U-Net of the tiny family: seconds per step on a CPU (the 4-level tiny is tested in test_unet).
