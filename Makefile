@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 SAMPLE  := data/sample_videos
 OUT     := data/sample
 
-.PHONY: install shards train test bench bench-models clean
+.PHONY: install shards train test test-fast bench bench-models clean
 
 install: .venv/.installed
 
@@ -40,8 +40,12 @@ train: install
 	$(PY) -m hdvg.cli train --config tiny --components $(TRAIN_RUN)/components --shards '$(OUT)/shards/*.tar' \
 	  --set data.uncaptioned=empty --output $(TRAIN_RUN)/run
 
+# The whole suite, with the 15 slowest tests named at the end; test-fast leaves out the slow end-to-end ones.
 test: install
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=15
+
+test-fast: install
+	$(PY) -m pytest -q -ra -m "not slow"
 
 bench: install
 	$(PY) bench/bench_cpu.py

