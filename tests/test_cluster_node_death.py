@@ -21,7 +21,7 @@ from hdvg.config import build_config
 from hdvg.pipeline import run_curation
 from hdvg.validate import validate
 from tests.conftest import ROOT
-from tests.test_ray_job import RAY, free_port
+from tests.test_ray_job import RAY, node_ports, start_head
 from tests.test_sources import _three_colour_video
 
 pytestmark = pytest.mark.slow
@@ -34,13 +34,6 @@ def _start(cmd, env, log):
     return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def _node_ports() -> list[str]:
-    return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-            "--node-ip-address=127.0.0.1", "--disable-usage-stats", "--block"]
-
-
 @pytest.fixture
 def two_nodes(tmp_path):
     token = secrets.token_hex(32)
@@ -48,15 +41,12 @@ def two_nodes(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_health_check_period_ms": "1000",
            "RAY_health_check_failure_threshold": "2", "RAY_health_check_initial_delay_ms": "1000"}
     env.pop("RAY_ADDRESS", None)
-    gcs = free_port()
-    head = _start([RAY, "start", "--head", f"--port={gcs}", "--num-cpus=1", '--resources={"video_slot": 1}',
-                   "--include-dashboard=false",
-                   f"--ray-client-server-port={free_port()}", *_node_ports()], env, tmp_path / "head.log")
-    address = f"127.0.0.1:{gcs}"
+    head, address, _ = start_head(["--num-cpus=1", '--resources={"video_slot": 1}', "--include-dashboard=false"],
+                                  env, tmp_path / "head.log")
     worker = None
     try:
         worker = _start([RAY, "start", f"--address={address}", "--num-cpus=2", '--resources={"video_slot": 2}',
-                         *_node_ports()], env, tmp_path / "worker.log")
+                         "--node-ip-address=127.0.0.1", "--block", *node_ports()], env, tmp_path / "worker.log")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # both nodes registered
             probe = subprocess.run([sys.executable, "-c", "import ray; ray.init(address=%r, logging_level='ERROR'); "

@@ -266,3 +266,32 @@ def test_a_blocked_video_row_is_transient(server, tmp_path):
     row = process_video(WorkItem("x", f"{server.base}/bot/e.mp4"), cfg, tmp_path).row
     assert row["status"] == STATUS_FAILED and row["reason"].startswith("download: blocked: ")
     assert row["failure"] == TRANSIENT
+
+
+# ---------------------------------------------------------------- YouTube's JS challenges
+
+def test_a_worker_without_a_js_runtime_stops_instead_of_failing_the_video(tmp_path):
+    """The node's set-up, not the video's: process_video raises (no row that would mark the video failed)."""
+    from hdvg.download import YouTubeNotReady
+    from hdvg.sources import youtube_url
+
+    cfg = build_config(values={"input": str(tmp_path), "output": str(tmp_path / "out"), "captioner.name": "none",
+                               "source.js_runtime": str(tmp_path / "nowhere" / "deno")})
+    with pytest.raises(YouTubeNotReady, match="no usable JS runtime"):
+        process_video(WorkItem("dQw4w9WgXcQ", youtube_url("dQw4w9WgXcQ")), cfg)
+
+
+def test_a_youtube_job_without_a_js_runtime_stops_with_one_error_before_any_download(tmp_path):
+    import sys
+
+    from tests.conftest import ROOT
+
+    (tmp_path / "ids.txt").write_text("https://www.youtube.com/watch?v=dQw4w9WgXcQ\n"
+                                      "https://www.youtube.com/watch?v=9bZkp7q19f0\n")
+    job = subprocess.run([sys.executable, "-m", "pipelines.curate", "--input", str(tmp_path / "ids.txt"), "--output",
+                          str(tmp_path / "out"), "--captioner", "none", "--js-runtime", str(tmp_path / "no-deno")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert job.returncode == 1
+    stopped = [line for line in job.stderr.splitlines() if line.startswith("hdvg curate: stopped:")]
+    assert len(stopped) == 1 and "no usable JS runtime" in stopped[0] and "source.js_runtime" in stopped[0]
+    assert not list((tmp_path / "out").glob("videos/*.parquet"))  # no video was failed for it

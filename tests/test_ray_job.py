@@ -4,12 +4,14 @@ The head is started with `ray start --head --block` in its own process group and
 group: `ray stop` would stop every Ray process on the machine, other clusters included."""
 import json
 import os
+import re
 import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,10 +22,35 @@ pytestmark = pytest.mark.slow
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 
 
-def free_port() -> int:
+def start_head(args: list[str], env: dict, log: Path) -> tuple[subprocess.Popen, str, str | None]:
+    """`ray start --head --block` in a process group of its own, every port Ray can choose itself taken from
+    the OS at bind time (0); returns the process, the GCS address and the job API's URL (None without a
+    dashboard), read from what `ray start` prints. The Ray Client server's port is the one exception: Ray
+    refuses 0 for it, so it gets a port the OS has just given a socket (no test connects to it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        client_port = s.getsockname()[1]
+    cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--port=0",
+           f"--ray-client-server-port={client_port}", *node_ports(), *args]
+    head = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        gcs = re.search(r"ray start --address='[^:']+:(\d+)'", text)
+        api = re.search(r"RAY_API_SERVER_ADDRESS='(http://[^']+)'", text)
+        if gcs and (api or "--include-dashboard=false" in args):
+            return head, f"127.0.0.1:{gcs.group(1)}", api.group(1) if api else None
+        assert head.poll() is None, text[-2000:]
+        time.sleep(0.5)
+    os.killpg(head.pid, signal.SIGKILL)
+    raise AssertionError("ray start printed no address: " + log.read_text()[-2000:])
+
+
+def node_ports() -> list[str]:
+    """Ports of a node's processes, all chosen by the OS (0)."""
+    return ["--node-manager-port=0", "--object-manager-port=0", "--dashboard-agent-listen-port=0",
+            "--dashboard-agent-grpc-port=0", "--metrics-export-port=0", "--runtime-env-agent-port=0",
+            "--disable-usage-stats"]
 
 
 @pytest.fixture
@@ -31,13 +58,8 @@ def ray_head(tmp_path):
     token = secrets.token_hex(32)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     env.pop("RAY_ADDRESS", None)
-    dash = free_port()
-    cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
-           f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=2", "--disable-usage-stats"]
-    head = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=(tmp_path / "head.log").open("w"),
-                            stderr=subprocess.STDOUT)
-    address = f"http://127.0.0.1:{dash}"
+    head, _, address = start_head(["--dashboard-host=127.0.0.1", "--dashboard-port=0", "--num-cpus=2"], env,
+                                  tmp_path / "head.log")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         probe = subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True, text=True)
