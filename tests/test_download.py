@@ -26,11 +26,13 @@ class VideoServer(http.server.ThreadingHTTPServer):
     """Serves one MP4 under any path; the path's first word picks a behaviour:
     /ok/..., /missing/... (404), /busy/... (429 on the first request), /down/... (503 always),
     /cut/... (closes after half the bytes, every time), /cutonce/... (once), /drip/... (slow trickle),
-    /bot/... (YouTube's bot check, as a 403 reason, always), /botonce/... (on the first request only)."""
+    /bot/... (YouTube's bot check, as a 403 reason, always), /botonce/... (on the first request only),
+    /hold/... (answers only once `release` is set)."""
 
     def __init__(self, video: bytes):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.video, self.hits, self.lock = video, {}, threading.Lock()
+        self.release = threading.Event()
         self.times: dict[str, list[float]] = {}  # wall-clock time of each request, per path
 
     @property
@@ -48,6 +50,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             server.hits[self.path] = n = server.hits.get(self.path, 0) + 1
             server.times.setdefault(self.path, []).append(time.time())
         kind = self.path.split("/")[1]
+        if kind == "hold":
+            server.release.wait()
         if kind == "bot" or (kind == "botonce" and n == 1):
             return self.send_error(403, "Sign in to confirm you're not a bot")
         if kind == "missing":

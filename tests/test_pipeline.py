@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hdvg.config import build_config
 from hdvg.pipeline import run_curation
 from hdvg.validate import validate
 from tests.conftest import ROOT, SHARED, shared_file
+from tests.test_download import VideoServer
 
 pytestmark = pytest.mark.slow
 CHECKER = SHARED.parent / "tools" / "check_output.py"
@@ -117,23 +119,34 @@ def curate_cmd(inp, out, *extra):
 
 
 def test_kill_9_then_rerun_gives_the_clean_result(tmp_path, sample_videos, sample_out):
+    """The sample as a manifest, one video of it served by an HTTP server on 127.0.0.1 that holds it back until
+    the test lets it go: the job cannot end before the kill, however fast the machine."""
+    held = sample_videos / "city_walk.mp4"
+    server = VideoServer(held.read_bytes())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    manifest = tmp_path / "sample.txt"
+    manifest.write_text("".join(f"{server.base}/hold/{p.name}\n" if p == held else f"{p}\n"
+                                for p in sorted(sample_videos.iterdir())))
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(curate_cmd(sample_videos, out), cwd=ROOT, env=env, start_new_session=True,
+    proc = subprocess.Popen(curate_cmd(manifest, out), cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if len(list((out / "videos").glob("*.parquet"))) >= 2:
             break
         time.sleep(0.2)
-    assert proc.poll() is None, "the job ended before it could be killed"
+    assert proc.poll() is None, "the job ended while one of its videos was held back"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    server.release.set()
     done_before = {r["video_id"] for r in pq.read_table(out / "videos").to_pylist()}
-    assert 2 <= len(done_before) < 7 and not (out / "stats.json").exists()
+    assert 2 <= len(done_before) < 7 and "city_walk" not in done_before and not (out / "stats.json").exists()
 
-    rerun = subprocess.run(curate_cmd(sample_videos, out), cwd=ROOT, env=env, capture_output=True, text=True,
+    rerun = subprocess.run(curate_cmd(manifest, out), cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=600)
+    server.shutdown()
+    server.server_close()
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     clean, _ = sample_out
     assert clips_of(out) == clips_of(clean)  # same clips, same frames, nothing twice
