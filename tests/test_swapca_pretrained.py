@@ -74,7 +74,9 @@ def test_modelscope_unet_loads_what_the_report_says(tmp_path, capsys):
 
     theirs, ours = video_unet.state_dict(), unet.state_dict()
     assert sorted(report.loaded) == sorted(theirs) and not report.unused
-    assert report.new == [n for n in ours if ".fusions." in n]
+    assert report.new == [n for n in ours if ".fusions." in n or ".temporal_skip." in n]
+    assert any(".temporal_skip." in n for n in report.new)  # UNetConfig.tiny() has temporal skips
+    assert all(n in report.zeroed for n in report.new if ".temporal_skip." in n)
     assert all(torch.equal(ours[n], theirs[n]) for n in report.loaded)
     assert report.zeroed and all(not ours[n].any() for n in report.zeroed)
     sample, timestep, text = _inputs(frames=3)
