@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
-PARTS = ["device", "table2", "train_step", "train_step_2gpu", "sampling", "sr", "captioning", "eval_features"]
+PARTS = ["device", "table2", "train_step", "train_step_2gpu", "sampling", "sr", "captioning", "eval_features",
+         "captioning_static"]
 
 
 def run_check(tmp_path: Path, *args: str) -> dict:
@@ -39,8 +40,10 @@ def test_dry_run_writes_every_part_with_its_figures(tmp_path):
     assert parts["train_step_2gpu"]["ranks"] == 2 and parts["train_step_2gpu"]["weights_equal_across_ranks"]
     assert parts["sampling"]["s_per_video"] > 0 and parts["sampling"]["video"].endswith("344x192")
     assert parts["sr"]["s_per_clip"] > 0
-    runs = parts["captioning"]["runs"]
-    assert runs and all(r["keyframes_per_s"] > 0 and r["new_tokens"] == 20 for r in runs)
+    for name, cache in (("captioning", "dynamic"), ("captioning_static", "static")):
+        runs = parts[name]["runs"]
+        assert parts[name]["kv_cache"] == cache
+        assert runs and all(r["keyframes_per_s"] > 0 and r["new_tokens"] == 20 for r in runs)
     assert parts["eval_features"]["i3d"]["clips_per_s"] > 0 and parts["eval_features"]["clip"]["clips_per_s"] > 0
     assert "transnetv2" in parts["eval_features"]
 
