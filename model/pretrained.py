@@ -2,9 +2,9 @@
 
 Two sources: a `UNet3DConditionModel` folder (ModelScope's text-to-video U-Net, diffusers format) gives every
 tensor but the fusions and the temporal skips; a `UNet2DConditionModel` folder (a Stable Diffusion image U-Net)
-gives the spatial modules. Names map explicitly (`source_name`), shapes are checked, attention head splits are checked (they shape
-no tensor but change the result), and every new layer's output projection is zeroed, so the loaded model computes
-what the source computes: ModelScope exactly, or the image U-Net frame by frame."""
+gives the spatial modules. Names map explicitly (`source_name`), shapes are checked, attention head splits are
+checked (they shape no tensor but change the result), and every new layer's output projection is zeroed, so the
+loaded model computes what the source computes: ModelScope exactly, or the image U-Net frame by frame."""
 from __future__ import annotations
 
 import re

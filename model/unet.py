@@ -5,9 +5,10 @@ cross-attention, per frame) -> temporal transformer (self-attention per pixel). 
 output of the spatial part and its temporal features t what the last temporal module adds to them, so
 z = s + t is exactly ModelScope's layer; the layer closes with a fusion of s and t: Swap-CA on the last layer of
 every encoder and decoder block, a zero-initialised 1x1x1 merge elsewhere. Temporal skip connections carry t of
-a block's last layer across its down/up-sampler to the next block's first layer (model/temporal_skip.py). Frames fold into the batch
-(B*F, C, H, W) for the 2D layers; the temporal layers unfold them. Module names follow diffusers' U-Nets
-(`down_blocks.1.attentions.0...`) so pretrained weights map by name (model/pretrained.py)."""
+a block's last layer across its down/up-sampler to the next block's first layer (model/temporal_skip.py).
+Frames fold into the batch (B*F, C, H, W) for the 2D layers; the temporal layers unfold them. Module names
+follow diffusers' U-Nets (`down_blocks.1.attentions.0...`) so pretrained weights map by name
+(model/pretrained.py)."""
 from __future__ import annotations
 
 import torch
