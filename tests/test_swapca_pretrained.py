@@ -83,6 +83,10 @@ def test_modelscope_unet_loads_what_the_report_says(tmp_path, capsys):
     with torch.no_grad():
         diff = (unet(sample, timestep, text) - video_unet(sample, timestep, text).sample).abs().max().item()
     assert diff == 0  # exactly ModelScope: every new layer (fusions, temporal skips) starts at zero
+    # The loaded temporal modules carry features, so the new temporal skips learn from the first step.
+    unet(sample, timestep, text).square().mean().backward()
+    skips = [m for n, m in unet.named_modules() if n.endswith("temporal_skip")]
+    assert skips and all(m.proj.weight.grad.abs().sum() > 0 for m in skips)
 
 
 def test_sources_that_do_not_fit_are_refused(tmp_path):
