@@ -104,6 +104,13 @@ def test_generation_settings_reach_the_model(tiny_model):
     assert all(len(s) < len(x) for s, x in zip(short, long))
 
 
+@pytest.mark.parametrize("num_beams", [1, 5])
+def test_a_static_cache_gives_the_same_captions(tiny_model, num_beams):
+    frames = jpegs(5, seed=4)
+    dynamic = direct_captions(tiny_model, frames, num_beams=num_beams)
+    assert direct_captions(tiny_model, frames, num_beams=num_beams, kv_cache="static") == dynamic
+
+
 def test_a_prompt_is_continued_and_cut_off(tiny_model):
     frames = jpegs(3, seed=3)
     plain = direct_captions(tiny_model, frames, num_beams=1)
