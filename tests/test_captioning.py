@@ -23,7 +23,7 @@ from hdvg.config import CaptionConfig, ConfigError, build_config
 from hdvg.contract import INDEX_DIR, SHARDS_DIR
 from hdvg.recaption import CAPTIONS_DIR, read_captions, recaption
 from hdvg.validate import validate
-from tests.blip2_builders import save_random_blip2
+from hdvg.blip2_random import save_random_blip2
 
 MISSING = "Salesforce/blip2-opt-2.7b"
 
