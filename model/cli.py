@@ -29,6 +29,7 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     def cmd_train(args: argparse.Namespace) -> int:
         import sys
 
+        from model.checkpoint import NoLoadableCheckpoint
         from model.train import Trainer, main
         from model.train_config import load_config
 
@@ -42,7 +43,7 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
                 if getattr(args, name) is not None:
                     setattr(cfg, name, getattr(args, name))
             trainer = Trainer(cfg, args.output, resume=args.resume)
-        except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        except (ValueError, FileNotFoundError, FileExistsError, NoLoadableCheckpoint) as exc:
             print(f"hdvg train: {exc}", file=sys.stderr)
             return 2
         return main(trainer)

@@ -19,12 +19,14 @@ import numpy as np
 import torch
 import yaml
 
-from model.checkpoint import latest_checkpoint, load_checkpoint, restore_rng_states, save_checkpoint
+from model.checkpoint import (latest_checkpoint, load_checkpoint, read_checkpoint, restore_rng_states,
+                              resume_state, rng_states, save_checkpoint)
 from model.config import UNetConfig
 from model.data import SKIP_REASONS, ShardSet, ShardStream, VideoClips, train_loader
 from model.diffusion import build_noise_scheduler, diffusion_loss, draw_noise, drop_captions
 from model.distributed import Dist, gather_objects, init_distributed, sum_over_ranks, wrap_ddp
 from model.ema import build_ema
+from model.preempt import StopRequest
 from model.train_config import TrainConfig
 from model.unet import VideoUNet
 
@@ -48,7 +50,7 @@ def load_start(unet: VideoUNet, source: str, run_dir: Path) -> None:
         checkpoint = latest_checkpoint(path) if path.is_dir() else path
         if checkpoint is None or not checkpoint.exists():
             raise FileNotFoundError(f"pretrained {source}: a RUN folder without checkpoints")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = read_checkpoint(checkpoint)
         unet.load_state_dict(state["model"])
         print(f"U-Net weights from {checkpoint} (step {state['step']})", flush=True)
         return
@@ -71,11 +73,13 @@ class Trainer:
         self.cfg = cfg.validate(self.env.world_size)
         self.run_dir = Path(run_dir)
         self.accumulation = cfg.accumulation(self.env.world_size)
-        checkpoint = latest_checkpoint(self.run_dir)
-        if checkpoint is not None and not resume:
+        if not resume and latest_checkpoint(self.run_dir) is not None:
             raise FileExistsError(f"{self.run_dir} already has checkpoints: pass --resume or another --output")
-        if resume and checkpoint is None:
+        # the newest checkpoint that loads (damaged newer ones moved aside by rank 0, which says so)
+        resumed = resume_state(self.run_dir, move_aside=self.env.main) if resume else None
+        if resume and resumed is None:
             print(f"--resume: no checkpoint in {self.run_dir} yet, starting at step 0", flush=True)
+        checkpoint, state = resumed or (None, None)
         if not cfg.components:
             raise ValueError("train config components: a folder or hub id with vae/, text_encoder/, tokenizer/ "
                              "is needed (`make train` builds tiny random ones with tests/model_builders.py)")
@@ -104,14 +108,18 @@ class Trainer:
         self.noise_scheduler = build_noise_scheduler(cfg.diffusion)
         self.step = 0
         self.base_counts: Counter = Counter()
+        self.bad_steps: Counter = Counter()  # optimiser steps skipped, by reason, since the run began
+        self.bad_in_a_row = 0
+        self.last_checkpoint: Path | None = checkpoint
+        self.stop = StopRequest()
         positions = None
-        state = None
-        if checkpoint is not None:
-            state = load_checkpoint(checkpoint, model=self.unet, optimizer=self.optimizer,
-                                    scheduler=self.lr_schedule, ema=self.ema, restore_rng=False)
+        if state is not None:
+            load_checkpoint(state, model=self.unet, optimizer=self.optimizer, scheduler=self.lr_schedule,
+                            ema=self.ema, restore_rng=False)
             self.step = state["step"]
             data = state["data"]
             self.base_counts = Counter(data["counts"])
+            self.bad_steps = Counter(data.get("bad_steps", {}))
             if cfg.data.resume == "exact":
                 if data["world_size"] != self.env.world_size:
                     raise ValueError(f"data position saved with {data['world_size']} processes, resumed with "
@@ -126,7 +134,11 @@ class Trainer:
         self.counts = [Counter() for _ in self.positions]
         self.batch_kinds: Counter = Counter()  # micro-batches of videos / images this process trained
         if state is not None:  # after the loader's workers took their seeds, as in an uninterrupted run
-            restore_rng_states(state["rng"], {"trainer": self.generator})
+            if len(state["rng"]) == self.env.world_size:  # each rank its own states
+                restore_rng_states(state["rng"][self.env.rank], {"trainer": self.generator})
+            else:  # data.resume=reseed on another number of processes: fresh draws, not step 0's again
+                self.generator.manual_seed(int(np.random.SeedSequence([cfg.seed, self.step, self.env.rank])
+                                               .generate_state(1)[0]))
         if self.env.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -156,7 +168,7 @@ class Trainer:
         start = time.perf_counter()
         batch = next(self.batches)
         waited = time.perf_counter() - start
-        self.positions[batch["worker"]] = batch["position"]
+        self.positions[batch["worker"]] = batch["resume_at"]
         self.batch_kinds[batch["kind"]] += 1
         self.counts[batch["worker"]] = Counter(batch["counts"])
         frames = torch.as_tensor(batch["frames"])
@@ -176,7 +188,9 @@ class Trainer:
         return loss, waited
 
     def train_step(self) -> dict:
-        """One optimiser step over `accumulation` micro-batches."""
+        """One optimiser step over `accumulation` micro-batches. A non-finite loss or gradient norm on any rank
+        skips the step (no optimiser, LR or EMA step; `step_skipped` names the reason); a stop signal on any rank
+        sets `stop` on every rank."""
         start = time.perf_counter()
         self.model.train()
         losses, waited = [], 0.0
@@ -187,19 +201,30 @@ class Trainer:
                 (loss / self.accumulation).backward()
             losses.append(loss.item())
             waited += w
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.cfg.optim.max_grad_norm)
-        self.optimizer.step()
-        self.lr_schedule.step()
+        # DDP averaged the gradients: the norm is the same on every rank; the losses are each rank's own
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.cfg.optim.max_grad_norm))
+        # one collective for the loss (non-finite on any rank -> non-finite sum), the data wait and the stop flag
+        loss, waited_all, seconds_all, stops = sum_over_ranks(
+            [float(np.mean(losses)), waited, time.perf_counter() - start, float(bool(self.stop))], self.env)
+        skipped = "nonfinite_loss" if not np.isfinite(loss) else "nonfinite_grad" if not np.isfinite(grad_norm) \
+            else None
+        if skipped is None:
+            self.optimizer.step()
+            self.lr_schedule.step()
+            if self.ema is not None:
+                self.ema.step(self.unet.parameters())
+            self.step += 1
+            self.bad_in_a_row = 0
+        else:
+            self.bad_steps[skipped] += 1
+            self.bad_in_a_row += 1
         self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.step(self.unet.parameters())
-        self.step += 1
         seconds = time.perf_counter() - start
-        loss, waited_all, seconds_all = sum_over_ranks([float(np.mean(losses)), waited, seconds], self.env)
         clips = self.accumulation * self.cfg.optim.batch_per_gpu * self.env.world_size
         return {"step": self.step, "loss": loss / self.env.world_size, "lr": self.lr_schedule.get_last_lr()[0],
-                "grad_norm": float(grad_norm), "clips_per_s": clips / seconds, "batches": dict(self.batch_kinds),
-                "data_wait": waited_all / seconds_all}
+                "grad_norm": grad_norm, "clips_per_s": clips / seconds, "batches": dict(self.batch_kinds),
+                "data_wait": waited_all / seconds_all, "step_skipped": skipped,
+                "skipped_steps": dict(self.bad_steps), "stop": stops > 0}
 
     def loader_counts(self) -> dict:
         """Samples used and skipped by reason, over all workers and ranks since the run began."""
@@ -211,16 +236,21 @@ class Trainer:
         return {n: int(self.base_counts[n] + v) for n, v in zip(names, summed)}
 
     def save(self) -> Path | None:
+        """A checkpoint on every rank's behalf: each rank's data position and RNG states gathered to rank 0,
+        which writes it (every rank must call this). Returns the path on rank 0."""
         data = {"positions": gather_objects(self.positions, self.env), "counts": self.loader_counts(),
-                "world_size": self.env.world_size}
-        if not self.env.main:
-            return None
-        return save_checkpoint(self.run_dir, self.step, model=self.unet, optimizer=self.optimizer,
-                               scheduler=self.lr_schedule, ema=self.ema, generators={"trainer": self.generator},
-                               data=data, extra={"unet": self.cfg.unet}, keep=self.cfg.keep_checkpoints)
+                "world_size": self.env.world_size, "bad_steps": dict(self.bad_steps)}
+        rng = gather_objects(rng_states({"trainer": self.generator}), self.env)
+        if self.env.main:
+            self.last_checkpoint = save_checkpoint(
+                self.run_dir, self.step, model=self.unet, optimizer=self.optimizer, scheduler=self.lr_schedule,
+                ema=self.ema, rng=rng, data=data, extra={"unet": self.cfg.unet}, keep=self.cfg.keep_checkpoints)
+            return self.last_checkpoint
+        return None
 
     def run(self, steps: int | None = None) -> list[dict]:
-        """Train until `steps` (default cfg.steps) optimiser steps; returns the logged records."""
+        """Train until `steps` (default cfg.steps) optimiser steps, or until a stop signal (then the step
+        reached is checkpointed and `self.stop` names the signal); returns the logged records."""
         steps = steps or self.cfg.steps
         d = self.cfg.data
         if self.env.main:
@@ -230,17 +260,41 @@ class Trainer:
             if d.uncaptioned == "empty":
                 print("NOTE: uncaptioned clips are trained with EMPTY text (unconditional samples)", flush=True)
         records = []
-        while self.step < steps:
-            record = self.train_step()
-            last = self.step == steps
-            if self.step % self.cfg.log_every == 0 or last:
-                record.update(self.loader_counts())
-                records.append(record)
-                if self.env.main:
-                    self._log(record)
-            if self.step % self.cfg.checkpoint_every == 0 or last:
-                self.save()
+        with self.stop:
+            while self.step < steps:
+                record = self.train_step()
+                if record["step_skipped"]:
+                    self._bad_step(record)
+                    if record["stop"]:
+                        self.save()
+                        break
+                    continue
+                last = self.step == steps or record["stop"]
+                if self.step % self.cfg.log_every == 0 or last:
+                    record.update(self.loader_counts())
+                    records.append(record)
+                    if self.env.main:
+                        self._log(record)
+                if self.step % self.cfg.checkpoint_every == 0 or last:
+                    self.save()
+                if record["stop"]:
+                    break
         return records
+
+    def _bad_step(self, record: dict) -> None:
+        """Say and log a skipped step; stop the run after `optim.max_bad_steps` in a row."""
+        if self.env.main:
+            print(f"step {self.step + 1} skipped: {record['step_skipped']} (loss {record['loss']}, grad norm "
+                  f"{record['grad_norm']}), {self.bad_in_a_row} in a row, {sum(self.bad_steps.values())} in all",
+                  flush=True)
+            with (self.run_dir / LOG_FILE).open("a") as f:
+                f.write(json.dumps({k: record[k] for k in ("step_skipped", "loss", "grad_norm", "skipped_steps")}
+                                   | {"step": self.step + 1}) + "\n")
+        if self.bad_in_a_row >= self.cfg.optim.max_bad_steps:
+            raise FloatingPointError(
+                f"{self.bad_in_a_row} optimiser steps in a row skipped for a non-finite loss or gradient at step "
+                f"{self.step + 1} (optim.max_bad_steps={self.cfg.optim.max_bad_steps}); the last good checkpoint "
+                f"is {self.last_checkpoint or 'none (no checkpoint written yet)'}")
 
     def _log(self, record: dict) -> None:
         skipped = {r: record[r] for r in SKIP_REASONS if record.get(r)}
@@ -256,7 +310,10 @@ class Trainer:
 def main(trainer: Trainer) -> int:
     """Train to the configured steps, report, leave the process group."""
     records = trainer.run()
-    if trainer.env.main and records:
+    if trainer.env.main and trainer.stop:
+        print(f"stopped by {trainer.stop.signal_name} at step {trainer.step}: checkpoint {trainer.last_checkpoint}; "
+              f"--resume continues from it", flush=True)
+    elif trainer.env.main and records:
         print(f"done: step {trainer.step}, last loss {records[-1]['loss']:.4f}, RUN {trainer.run_dir}", flush=True)
     if trainer.env.world_size > 1:
         # DDP's reducer holds the gloo/NCCL group, whose destructor waits for its queued work: drop the

@@ -73,6 +73,9 @@ class OptimConfig:
     batch_per_gpu: int = 4
     # EMA of the U-Net weights, the weights the sampler uses (LDM's 0.9999).
     ema_decay: float = 0.9999
+    # A non-finite loss or gradient skips the optimiser step; this many in a row stop the run (not in the
+    # paper: a run that keeps producing NaN has diverged, and more skipped steps only burn GPU hours).
+    max_bad_steps: int = 10
 
 
 @dataclass
@@ -130,6 +133,8 @@ class TrainConfig:
             raise bad("diffusion.p_uncond", df.p_uncond, "must be in [0, 1]")
         if o.lr <= 0:
             raise bad("optim.lr", o.lr, "must be > 0")
+        if o.max_bad_steps < 1:
+            raise bad("optim.max_bad_steps", o.max_bad_steps, "must be >= 1")
         if o.batch_size % (o.batch_per_gpu * world_size):
             raise bad("optim.batch_size", o.batch_size,
                       f"must be a multiple of batch_per_gpu x GPUs = {o.batch_per_gpu} x {world_size}")

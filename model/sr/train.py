@@ -140,7 +140,7 @@ class SRTrainer:
 
     # -------------------------------------------------------------------------------------------- checkpoints
 
-    def save(self, run_dir: Path, data_positions: list[int]) -> Path:
+    def save(self, run_dir: Path, data_positions: list) -> Path:
         with ema_weights(self.ema, self.generator):
             save_upscaler(run_dir, self.cfg, {k: v.detach().cpu().clone()
                                               for k, v in self.generator.state_dict().items()}, self.step)
@@ -148,7 +148,7 @@ class SRTrainer:
                                generators={"degrade": self.rng}, data={"positions": data_positions},
                                extra={"disc": self.disc.state_dict(), "opt_d": self.opt_d.state_dict()}, keep=2)
 
-    def load(self, path: Path) -> list[int]:
+    def load(self, path: Path) -> list:
         """Restore a checkpoint; returns the loader positions to resume from."""
         # the optimiser's saved param groups carry the learning rate of the stage it was saved in
         state = load_checkpoint(path, model=self.generator, optimizer=self.opt_g, ema=self.ema,
@@ -207,7 +207,7 @@ def train_sr(cfg: SRConfig, shards: str | list[str], run_dir: str | Path, steps:
         for batch in train_loader(stream, workers):
             got = time.perf_counter()
             wait += got - tick
-            positions[batch["worker"]] = batch["position"]
+            positions[batch["worker"]] = batch["resume_at"]
             losses = trainer.train_step(batch["frames"])
             frames_seen += int(np.prod(batch["frames"].shape[:2]))
             tick = time.perf_counter()
