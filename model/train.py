@@ -112,6 +112,7 @@ class Trainer:
         self.bad_in_a_row = 0
         self.last_checkpoint: Path | None = checkpoint
         self.stop = StopRequest()
+        self.stopped_by: str | None = None  # the stop signal that ended run(), seen on this rank or another
         positions = None
         if state is not None:
             load_checkpoint(state, model=self.unet, optimizer=self.optimizer, scheduler=self.lr_schedule,
@@ -265,19 +266,19 @@ class Trainer:
                 record = self.train_step()
                 if record["step_skipped"]:
                     self._bad_step(record)
-                    if record["stop"]:
+                else:
+                    last = self.step == steps or record["stop"]
+                    if self.step % self.cfg.log_every == 0 or last:
+                        record.update(self.loader_counts())
+                        records.append(record)
+                        if self.env.main:
+                            self._log(record)
+                    if self.step % self.cfg.checkpoint_every == 0 or last:
                         self.save()
-                        break
-                    continue
-                last = self.step == steps or record["stop"]
-                if self.step % self.cfg.log_every == 0 or last:
-                    record.update(self.loader_counts())
-                    records.append(record)
-                    if self.env.main:
-                        self._log(record)
-                if self.step % self.cfg.checkpoint_every == 0 or last:
-                    self.save()
                 if record["stop"]:
+                    if record["step_skipped"]:  # the data consumed since the last good step is in the position
+                        self.save()
+                    self.stopped_by = self.stop.signal_name or "a stop signal on another rank"
                     break
         return records
 
@@ -310,8 +311,8 @@ class Trainer:
 def main(trainer: Trainer) -> int:
     """Train to the configured steps, report, leave the process group."""
     records = trainer.run()
-    if trainer.env.main and trainer.stop:
-        print(f"stopped by {trainer.stop.signal_name} at step {trainer.step}: checkpoint {trainer.last_checkpoint}; "
+    if trainer.env.main and trainer.stopped_by:
+        print(f"stopped by {trainer.stopped_by} at step {trainer.step}: checkpoint {trainer.last_checkpoint}; "
               f"--resume continues from it", flush=True)
     elif trainer.env.main and records:
         print(f"done: step {trainer.step}, last loss {records[-1]['loss']:.4f}, RUN {trainer.run_dir}", flush=True)
