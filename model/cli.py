@@ -119,9 +119,10 @@ def _super_resolution(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         from model.sr.train import train_sr
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        cfg = load_config(args.config, args.set)  # a ConfigError (ValueError) names the field; hdvg exits 2
+        cfg = load_config(args.config, args.set)  # a ConfigError names the field; hdvg exits 2
         result = train_sr(cfg, args.shards, args.output, steps=args.steps, resume=args.resume, device=args.device)
-        print(f"hdvg train-sr: step {result['step']} in {args.output}")
+        stopped = f" (stopped by {result['stopped_by']}; --resume continues)" if result["stopped_by"] else ""
+        print(f"hdvg train-sr: step {result['step']} in {args.output}{stopped}")
         return 0
 
     up = sub.add_parser("upscale", help="4x every frame of a video with a train-sr run (H.264 out)")

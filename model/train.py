@@ -9,7 +9,6 @@ config.yaml (the resolved config), log.jsonl (one line per logged step) and chec
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ from model.checkpoint import (latest_checkpoint, load_checkpoint, read_checkpoin
 from model.config import UNetConfig
 from model.data import SKIP_REASONS, ShardSet, ShardStream, VideoClips, train_loader
 from model.diffusion import build_noise_scheduler, diffusion_loss, draw_noise, drop_captions
-from model.distributed import Dist, gather_objects, init_distributed, sum_over_ranks, wrap_ddp
+from model.distributed import Dist, gather_objects, init_distributed, leave, sum_over_ranks, wrap_ddp
 from model.ema import build_ema
 from model.preempt import StopRequest
 from model.train_config import TrainConfig
@@ -316,12 +315,5 @@ def main(trainer: Trainer) -> int:
               f"--resume continues from it", flush=True)
     elif trainer.env.main and records:
         print(f"done: step {trainer.step}, last loss {records[-1]['loss']:.4f}, RUN {trainer.run_dir}", flush=True)
-    if trainer.env.world_size > 1:
-        # DDP's reducer holds the gloo/NCCL group, whose destructor waits for its queued work: drop the
-        # wrapper while every rank is still there, then leave together (else a rank can hang at exit)
-        torch.distributed.barrier()
-        trainer.model = trainer.unet
-        gc.collect()
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    leave(trainer.env, lambda: setattr(trainer, "model", trainer.unet))
     return 0

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hdvg.config import ConfigError as UsageError
+
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 
 
-class ConfigError(ValueError):
-    """A bad config value; the message starts with the dotted field name."""
+class ConfigError(UsageError):
+    """A bad config value; the message starts with the dotted field name (a usage error: hdvg exits 2)."""
 
 
 @dataclass
