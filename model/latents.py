@@ -58,9 +58,9 @@ def encode_latents(pattern: str, out_dir: str | Path, components: str, size: tup
     from webdataset import split_by_node
 
     from model.components import FrozenEncoders
+    from model.distributed import local_device
 
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    encoders = FrozenEncoders.load(components, dev)
+    encoders = FrozenEncoders.load(components, local_device(device))  # rank r of a node on GPU r
     folder = Path(out_dir) / SHARDS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     written = 0

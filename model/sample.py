@@ -18,6 +18,7 @@ import yaml
 
 from model.checkpoint import latest_checkpoint
 from model.config import UNetConfig
+from model.distributed import local_device
 from model.train_config import TrainConfig, config_from_dict
 from model.unet import VideoUNet
 
@@ -52,7 +53,7 @@ class Sampler:
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoint yet")
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dev = local_device(device)
         unet = VideoUNet(UNetConfig.from_dict(cfg.unet))
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         unet.load_state_dict(state["model"])

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.distributed import local_device
 from model.sr.config import SRConfig, from_dict
 from model.sr.rcan import RCAN
 
@@ -29,7 +30,7 @@ class Upscaler:
 
     def __init__(self, model: RCAN, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                  tile: int = 0, tile_pad: int = 16, batch_size: int = 16):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = local_device(device)
         # half precision on GPU (bf16: RCAN's 0-255 internal scale is safe from fp16 overflow only with care)
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.model = model.to(self.device).eval()
