@@ -109,10 +109,11 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, o
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     """A checkpoint's state dict, read with weights_only=True; a file that is not a complete checkpoint
-    raises (EOFError, RuntimeError of a truncated zip, UnpicklingError, KeyError of a missing part)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    raises (EOFError, RuntimeError of a truncated zip, UnpicklingError, KeyError of a missing part). `mmap`:
+    tensors stay in the file until used (a reader of the weights alone never loads the optimiser state)."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     if not isinstance(state, dict):
         raise ValueError(f"not a checkpoint (a {type(state).__name__})")
     missing = [k for k in ("step", "model", "rng") if k not in state]

@@ -50,7 +50,8 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
 
     sv = sub.add_parser("sample-video", help="generate a 16-frame 344x192 H.264 MP4 from a prompt (DDIM)")
     sv.add_argument("prompt")
-    sv.add_argument("--checkpoint", required=True, metavar="RUN", help="a `hdvg train` run folder")
+    sv.add_argument("--checkpoint", required=True, metavar="RUN",
+                    help="a `hdvg train` run folder or a folder written by `hdvg export`")
     sv.add_argument("--output", required=True, metavar="OUT.mp4")
     sv.add_argument("--seed", type=int, default=0)
     sv.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50, appendix D.2)")
@@ -96,7 +97,29 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         print(f"hdvg encode-latents: {n} clips -> {args.output}")
         return 0
 
-    return {"train": cmd_train, "sample-video": cmd_sample_video, "encode-latents": cmd_encode_latents}
+    ex = sub.add_parser("export", help="write a run's inference weights as diffusers/safetensors folders "
+                                       "(a train run: a pipeline folder; a train-sr run: config + safetensors)")
+    ex.add_argument("run", metavar="RUN", help="a `hdvg train` or `hdvg train-sr` run folder")
+    ex.add_argument("output", metavar="DIR", help="new folder to write")
+
+    def cmd_export(args: argparse.Namespace) -> int:
+        import sys
+        from pathlib import Path
+
+        from model.sample import export_pipeline
+        from model.sr.upscale import WEIGHTS_FILE, export_upscaler
+
+        try:
+            sr_run = (Path(args.run) / WEIGHTS_FILE).is_file()
+            out = (export_upscaler if sr_run else export_pipeline)(args.run, args.output)
+        except (FileNotFoundError, FileExistsError) as exc:
+            print(f"hdvg export: {exc}", file=sys.stderr)
+            return 2
+        print(f"hdvg export: {'train-sr' if sr_run else 'train'} run {args.run} -> {out}")
+        return 0
+
+    return {"train": cmd_train, "sample-video": cmd_sample_video, "encode-latents": cmd_encode_latents,
+            "export": cmd_export}
 
 
 def _super_resolution(sub: argparse._SubParsersAction) -> dict[str, Handler]:

@@ -19,7 +19,7 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_previous_one_resumes
     shards = str(small_shards / "000000.tar")
     run = tmp_path / "run"
     Trainer(config(components, shards, "steps=2", "checkpoint_every=1"), run).run()
-    step1, step2 = list_checkpoints(run)
+    _, step2 = list_checkpoints(run)
     step2.write_bytes(b"")  # what a power loss after the rename can leave
     capfd.readouterr()
     trainer = Trainer(config(components, shards, "steps=3", "checkpoint_every=1"), run, resume=True)
@@ -81,3 +81,25 @@ def test_too_many_bad_steps_in_a_row_stop_the_run_naming_the_last_good_checkpoin
     logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r.get("step_skipped") for r in logged] == [None, "nonfinite_loss", "nonfinite_loss", "nonfinite_loss"]
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_000000001.pt"]
+
+
+class _RunsCode:
+    """A pickle that would create a file when unpickled without weights_only."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_not_run(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "run" / "checkpoints" / "step_000000001.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"step": 1, "model": {}, "rng": [], "payload": _RunsCode(marker)}, path)
+    with pytest.raises(NoLoadableCheckpoint, match="UnpicklingError"):
+        from model.checkpoint import resume_state
+
+        resume_state(tmp_path / "run")
+    assert not marker.exists()
