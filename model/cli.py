@@ -25,6 +25,8 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
                     help="folder or hub id with vae/, text_encoder/, tokenizer/ (diffusers pipeline layout)")
     tr.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                     help="override a config field, e.g. --set optim.lr=2e-5 --set data.uncaptioned=empty")
+    tr.add_argument("--report-to", choices=("tensorboard", "wandb", "none"),
+                    help="metrics: TensorBoard events in RUN/tb/ (default), Weights & Biases, or none")
 
     def cmd_train(args: argparse.Namespace) -> int:
         import sys
@@ -39,7 +41,7 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
             cfg = load_config(args.config, args.set)
             if args.shards:
                 cfg.data.shards, cfg.data.weights = list(args.shards), list(args.weights or [])
-            for name in ("steps", "pretrained", "components"):
+            for name in ("steps", "pretrained", "components", "report_to"):
                 if getattr(args, name) is not None:
                     setattr(cfg, name, getattr(args, name))
             trainer = Trainer(cfg, args.output, resume=args.resume)

@@ -64,7 +64,13 @@ def encode_latents(pattern: str, out_dir: str | Path, components: str, size: tup
     folder = Path(out_dir) / SHARDS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     written = 0
-    for url in split_by_node(expand_shards(pattern)):
+    import sys
+
+    from tqdm import tqdm
+
+    urls = list(split_by_node(expand_shards(pattern)))
+    # shards done / to do with ETA on a terminal; quiet in a log file
+    for url in tqdm(urls, desc="encode-latents", unit="shard", disable=not sys.stderr.isatty()):
         final = folder / Path(url).name
         if final.exists():
             continue

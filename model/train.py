@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,7 +25,8 @@ from model.config import UNetConfig
 from model.data import SKIP_REASONS, ShardSet, ShardStream, VideoClips, train_loader
 from model.diffusion import build_noise_scheduler, diffusion_loss, draw_noise, drop_captions
 from model.distributed import Dist, gather_objects, init_distributed, leave, sum_over_ranks, wrap_ddp
-from model.ema import build_ema
+from model.ema import build_ema, ema_weights
+from model.metrics import MetricsWriter
 from model.preempt import StopRequest
 from model.train_config import TrainConfig
 from model.unet import VideoUNet
@@ -139,9 +141,11 @@ class Trainer:
             else:  # data.resume=reseed on another number of processes: fresh draws, not step 0's again
                 self.generator.manual_seed(int(np.random.SeedSequence([cfg.seed, self.step, self.env.rank])
                                                .generate_state(1)[0]))
+        self.metrics = None
         if self.env.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            self.metrics = MetricsWriter(self.run_dir, cfg.report_to, cfg.to_dict())
 
     def _stream(self, positions: list[int] | None) -> ShardStream:
         d = self.cfg.data
@@ -260,12 +264,18 @@ class Trainer:
             if d.uncaptioned == "empty":
                 print("NOTE: uncaptioned clips are trained with EMPTY text (unconditional samples)", flush=True)
         records = []
-        with self.stop:
+        from tqdm import tqdm
+
+        # a progress line with ETA on a terminal, none in a log file (the log lines say the same)
+        progress = tqdm(total=steps, initial=self.step, unit="step", dynamic_ncols=True,
+                        disable=not (self.env.main and sys.stderr.isatty()))
+        with self.stop, progress:
             while self.step < steps:
                 record = self.train_step()
                 if record["step_skipped"]:
                     self._bad_step(record)
                 else:
+                    progress.update(1)
                     last = self.step == steps or record["stop"]
                     if self.step % self.cfg.log_every == 0 or last:
                         record.update(self.loader_counts())
@@ -274,12 +284,36 @@ class Trainer:
                             self._log(record)
                     if self.step % self.cfg.checkpoint_every == 0 or last:
                         self.save()
+                    if self.env.main and self.cfg.sample_every and self.step % self.cfg.sample_every == 0:
+                        self.preview()
                 if record["stop"]:
                     if record["step_skipped"]:  # the data consumed since the last good step is in the position
                         self.save()
                     self.stopped_by = self.stop.signal_name or "a stop signal on another rank"
                     break
         return records
+
+    def preview(self) -> Path:
+        """The EMA model samples the fixed prompts at the training frame size: RUN/samples/step_N/{i}.mp4 and
+        grid.png (a row of frames per prompt), and the metrics. Sampling draws from its own seeded generators
+        and the training weights come back unchanged, so a run with previews trains exactly as one without."""
+        from PIL import Image
+
+        from model.metrics import frame_grid
+        from model.sample import Sampler, write_video
+
+        d, prompts = self.cfg.data, self.cfg.sample_prompts
+        with ema_weights(self.ema, self.unet):
+            videos = Sampler(self.unet, self.encoders, self.cfg, self.env.device).generate(
+                prompts, list(range(len(prompts))), steps=self.cfg.sample_steps, num_frames=d.num_frames,
+                width=d.width, height=d.height)  # uint8 (P, F, H, W, 3)
+        folder = self.run_dir / "samples" / f"step_{self.step:09d}"
+        for i, video in enumerate(videos):
+            write_video(video, folder / f"{i}.mp4", fps=8)
+        Image.fromarray(frame_grid(videos)).save(folder / "grid.png")
+        (folder / "prompts.txt").write_text("\n".join(prompts) + "\n")
+        self.metrics.videos(self.step, videos, prompts, fps=8)
+        return folder
 
     def _bad_step(self, record: dict) -> None:
         """Say and log a skipped step; stop the run after `optim.max_bad_steps` in a row."""
@@ -290,6 +324,7 @@ class Trainer:
             with (self.run_dir / LOG_FILE).open("a") as f:
                 f.write(json.dumps({k: record[k] for k in ("step_skipped", "loss", "grad_norm", "skipped_steps")}
                                    | {"step": self.step + 1}) + "\n")
+            self.metrics.scalars(self.step + 1, {f"skipped_steps/{k}": v for k, v in record["skipped_steps"].items()})
         if self.bad_in_a_row >= self.cfg.optim.max_bad_steps:
             raise FloatingPointError(
                 f"{self.bad_in_a_row} optimiser steps in a row skipped for a non-finite loss or gradient at step "
@@ -305,11 +340,20 @@ class Trainer:
               flush=True)
         with (self.run_dir / LOG_FILE).open("a") as f:
             f.write(json.dumps(record) + "\n")
+        self.metrics.scalars(record["step"], {
+            "train/loss": record["loss"], "train/lr": record["lr"], "train/grad_norm": record["grad_norm"],
+            "speed/clips_per_s": record["clips_per_s"], "speed/data_wait": record["data_wait"],
+            "data/samples": record["samples"], **{f"data/skipped/{r}": record[r] for r in SKIP_REASONS},
+            **{f"skipped_steps/{k}": v for k, v in record["skipped_steps"].items()}})
 
 
 def main(trainer: Trainer) -> int:
     """Train to the configured steps, report, leave the process group."""
-    records = trainer.run()
+    try:
+        records = trainer.run()
+    finally:
+        if trainer.metrics is not None:
+            trainer.metrics.close()
     if trainer.env.main and trainer.stopped_by:
         print(f"stopped by {trainer.stopped_by} at step {trainer.step}: checkpoint {trainer.last_checkpoint}; "
               f"--resume continues from it", flush=True)

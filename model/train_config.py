@@ -99,6 +99,15 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
+    # Metrics: TensorBoard event files in RUN/tb/, "wandb" (imported only then) or "none".
+    report_to: str = "tensorboard"
+    # Previews (not in the paper): every sample_every steps (0: never) the EMA model samples these prompts with
+    # sample_steps DDIM steps at the training frame size, into RUN/samples/step_N/ and the metrics.
+    sample_every: int = 1000
+    sample_steps: int = 50  # the sampler's 50 DDIM steps (D.2)
+    sample_prompts: list[str] = field(default_factory=lambda: [
+        "a dog running on a beach", "a timelapse of clouds over a city skyline", "a person playing the guitar",
+        "waves crashing against rocks at sunset"])
 
     def accumulation(self, world_size: int) -> int:
         """Micro-batches per optimiser step so that batch_per_gpu x world_size x it = batch_size."""
@@ -140,9 +149,15 @@ class TrainConfig:
                       f"must be a multiple of batch_per_gpu x GPUs = {o.batch_per_gpu} x {world_size}")
         if self.mixed_precision not in ("bf16", "no"):
             raise bad("mixed_precision", self.mixed_precision, "must be 'bf16' or 'no'")
-        for name in ("steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+        for name in ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_steps"):
             if getattr(self, name) < 1:
                 raise bad(name, getattr(self, name), "must be >= 1")
+        if self.report_to not in ("tensorboard", "wandb", "none"):
+            raise bad("report_to", self.report_to, "must be 'tensorboard', 'wandb' or 'none'")
+        if self.sample_every < 0:
+            raise bad("sample_every", self.sample_every, "must be >= 0 (0: no previews)")
+        if self.sample_every and not self.sample_prompts:
+            raise bad("sample_prompts", self.sample_prompts, "needs at least one prompt when sample_every > 0")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,7 +172,8 @@ def paper() -> TrainConfig:
 def tiny() -> TrainConfig:
     """Trains on a CPU in seconds: the tiny U-Net, small frames, batch 2, every clip kept."""
     cfg = TrainConfig(unet=UNetConfig.tiny().to_dict(), components="", steps=20, gradient_checkpointing=False,
-                      log_every=1, checkpoint_every=10, mixed_precision="no")
+                      log_every=1, checkpoint_every=10, mixed_precision="no", sample_every=10, sample_steps=2,
+                      sample_prompts=["a dog running on a beach", "a city at night"])
     cfg.data = DataConfig(num_frames=4, width=64, height=40, frame_stride=2, shuffle_buffer=8, num_workers=0)
     cfg.optim = OptimConfig(lr=1e-3, batch_size=2, batch_per_gpu=2, ema_decay=0.99)
     return cfg
