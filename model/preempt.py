@@ -12,7 +12,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 class StopRequest:
     """Records the first stop signal instead of dying; a second SIGINT interrupts at once (a user who
-    really means it). Use as a context manager: the previous handlers come back on exit."""
+    really means it). `install()` (idempotent) until `uninstall()`, or use it as a context manager; the
+    previous handlers come back after."""
 
     def __init__(self):
         self.signal_name: str | None = None
@@ -30,11 +31,18 @@ class StopRequest:
             print(f"{name} received: finishing the current step, then a checkpoint and exit", file=sys.stderr,
                   flush=True)
 
-    def __enter__(self) -> "StopRequest":
-        for s in STOP_SIGNALS:
-            self._previous[s] = signal.signal(s, self._handle)
+    def install(self) -> "StopRequest":
+        if not self._previous:
+            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
         return self
 
-    def __exit__(self, *exc) -> None:
+    def uninstall(self) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+        self._previous = {}
+
+    def __enter__(self) -> "StopRequest":
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.uninstall()

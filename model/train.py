@@ -84,6 +84,8 @@ class Trainer:
         if not cfg.components:
             raise ValueError("train config components: a folder or hub id with vae/, text_encoder/, tokenizer/ "
                              "is needed (`make train` builds tiny random ones with tests/model_builders.py)")
+        # from here a stop signal (say, during the minutes of loading at scale) stops after the first step
+        self.stop = StopRequest().install()
         torch.manual_seed(cfg.seed + self.env.rank)  # dropout in the U-Net
         np.random.seed(cfg.seed + self.env.rank)
         # trainer draws (caption dropout, noise, timesteps, VAE posterior samples): one CPU generator per rank
@@ -112,7 +114,6 @@ class Trainer:
         self.bad_steps: Counter = Counter()  # optimiser steps skipped, by reason, since the run began
         self.bad_in_a_row = 0
         self.last_checkpoint: Path | None = checkpoint
-        self.stop = StopRequest()
         self.stopped_by: str | None = None  # the stop signal that ended run(), seen on this rank or another
         positions = None
         if state is not None:
@@ -254,7 +255,7 @@ class Trainer:
 
     def run(self, steps: int | None = None) -> list[dict]:
         """Train until `steps` (default cfg.steps) optimiser steps, or until a stop signal (then the step
-        reached is checkpointed and `self.stop` names the signal); returns the logged records."""
+        reached is checkpointed and `stopped_by` names the signal); returns the logged records."""
         steps = steps or self.cfg.steps
         d = self.cfg.data
         if self.env.main:
