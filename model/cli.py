@@ -29,6 +29,7 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
                     help="metrics: TensorBoard events in RUN/tb/ (default), Weights & Biases, or none")
 
     def cmd_train(args: argparse.Namespace) -> int:
+        import json
         import sys
 
         from model.checkpoint import NoLoadableCheckpoint
@@ -38,13 +39,12 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         try:  # usage errors (a bad field, no shards, an existing RUN) in one line; training errors in full
             if args.weights and (not args.shards or len(args.weights) != len(args.shards)):
                 raise ValueError(f"--weights: give one per --shards ({len(args.shards or [])}), got {args.weights}")
-            cfg = load_config(args.config, args.set)
-            if args.shards:
-                cfg.data.shards, cfg.data.weights = list(args.shards), list(args.weights or [])
-            for name in ("steps", "pretrained", "components", "report_to"):
-                if getattr(args, name) is not None:
-                    setattr(cfg, name, getattr(args, name))
-            trainer = Trainer(cfg, args.output, resume=args.resume)
+            # the flags as overrides (JSON is YAML): one validation, the weights checked against the shards
+            sets = list(args.set) + ([f"data.shards={json.dumps(args.shards)}",
+                                      f"data.weights={json.dumps(args.weights or [])}"] if args.shards else [])
+            sets += [f"{name}={json.dumps(getattr(args, name))}"
+                     for name in ("steps", "pretrained", "components", "report_to") if getattr(args, name) is not None]
+            trainer = Trainer(load_config(args.config, sets), args.output, resume=args.resume)
         except (ValueError, FileNotFoundError, FileExistsError, NoLoadableCheckpoint) as exc:
             print(f"hdvg train: {exc}", file=sys.stderr)
             return 2
