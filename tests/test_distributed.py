@@ -1,6 +1,6 @@
-"""model/distributed.py: every GPU command's device is cuda:LOCAL_RANK under torchrun, and `hdvg train-sr`
-trains under torchrun with 2 gloo ranks (each rank's loader position and RNG state in the checkpoint, a resume
-that goes on from it), as `hdvg train` does."""
+"""model/distributed.py: every GPU command's device is cuda:LOCAL_RANK under torchrun; `hdvg train-sr` trains
+under torchrun with 2 gloo ranks (each rank's loader position and RNG state in the checkpoint, a resume that
+goes on from it), as `hdvg train` does; `hdvg encode-latents` splits the shards by rank."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from model.checkpoint import list_checkpoints, read_checkpoint
+from model.data import iter_tar_samples
 from model.distributed import local_device
 from tests.conftest import ROOT
 from tests.test_train_cluster import ENV
+from tests.test_train_loop import components, small_shards  # noqa: F401 (fixtures)
 
 
 def test_local_device_is_this_ranks_gpu(monkeypatch):
@@ -53,3 +55,23 @@ def test_train_sr_config_errors_exit_2_naming_the_field(tmp_path):
                           text=True, timeout=120)
     # the model is x4 only: no scale field to set (it would do nothing but fail later)
     assert done.returncode == 2 and "rcan.scale: unknown field" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_encode_latents_under_torchrun_splits_the_shards_by_rank(components, small_shards, tmp_path):
+    """2 gloo ranks: each encodes its own shard (on its own device: cuda:LOCAL_RANK on GPUs), together what one
+    process writes."""
+    def encode(out, ranks: int) -> subprocess.CompletedProcess:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)] \
+            if ranks > 1 else [sys.executable]
+        return subprocess.run([*launch, "-m", "hdvg.cli", "encode-latents", "--shards", str(small_shards / "*.tar"),
+                               "--output", str(out), "--config", "tiny", "--components", str(components)],
+                              cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+
+    split, alone = encode(tmp_path / "split", 2), encode(tmp_path / "alone", 1)
+    assert split.returncode == 0 and alone.returncode == 0, split.stderr[-3000:] + alone.stderr[-3000:]
+    assert split.stdout.count("hdvg encode-latents: 1 clips") == 2 and "2 clips" in alone.stdout
+    for name in ("000000.tar", "000001.tar"):
+        a, b = (next(iter_tar_samples([str(root / "shards" / name)]))
+                for root in (tmp_path / "split", tmp_path / "alone"))
+        assert a["npy"] == b["npy"]
