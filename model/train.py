@@ -84,12 +84,12 @@ class Trainer:
         if not cfg.components:
             raise ValueError("train config components: a folder or hub id with vae/, text_encoder/, tokenizer/ "
                              "is needed (`make train` builds tiny random ones with tests/model_builders.py)")
-        # from here a stop signal (say, during the minutes of loading at scale) stops after the first step
-        self.stop = StopRequest().install()
         torch.manual_seed(cfg.seed + self.env.rank)  # dropout in the U-Net
         np.random.seed(cfg.seed + self.env.rank)
         # trainer draws (caption dropout, noise, timesteps, VAE posterior samples): one CPU generator per rank
         self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.env.rank)
+        # from here a stop signal (say, during the minutes of loading at scale) stops after the first step
+        self.stop = StopRequest().install()
 
         if Path(cfg.components).exists():  # a local folder: absolute, so the sampler finds it from anywhere
             cfg.components = str(Path(cfg.components).resolve())
