@@ -73,6 +73,7 @@ def signal_after_step(cmd: list[str], run: Path, step: int, sig: int, target=Non
     return proc.returncode, out, err
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_the_step_reached_and_exits_0_then_resume_goes_on(components, small_shards,
                                                                               tmp_path):
     run = tmp_path / "run"
