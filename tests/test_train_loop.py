@@ -126,8 +126,9 @@ def _ddp_worker(rank: int, world: int, port: int, inputs: dict, out: str) -> Non
     from model.distributed import init_distributed, wrap_ddp
     from model.unet import VideoUNet
 
+    # the parent hosts the rendezvous store, as torchrun's agent does: every rank connects to it as a client
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+                      LOCAL_RANK=str(rank), TORCHELASTIC_USE_AGENT_STORE="True")
     env = init_distributed("cpu")
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -158,10 +159,12 @@ def test_two_ddp_processes_give_the_combined_batch_gradients(tmp_path):
     inputs = {"unet": unet_cfg, "scheduler": build_noise_scheduler(DiffusionConfig()),
               "latents": torch.randn(4, 4, 3, 4, 6, generator=g), "text": torch.randn(4, 7, 32, generator=g),
               "noise": torch.randn(4, 4, 3, 4, 6, generator=g), "timesteps": torch.tensor([10, 300, 600, 999])}
-    port = 29500 + os.getpid() % 1000
+    # the rendezvous store listens on a port the OS gives it at bind time (no port chosen in advance)
+    store = torch.distributed.TCPStore("127.0.0.1", 0, world_size=2, is_master=True, wait_for_workers=False)
     # fork: the children start with torch and the model code already imported (spawn re-imports them)
-    mp.start_processes(_ddp_worker, args=(2, port, inputs, str(tmp_path / "ddp.pt")), nprocs=2, join=True,
+    mp.start_processes(_ddp_worker, args=(2, store.port, inputs, str(tmp_path / "ddp.pt")), nprocs=2, join=True,
                        start_method="fork")
+    del store
     ddp_grads = torch.load(tmp_path / "ddp.pt")
 
     torch.manual_seed(0)
