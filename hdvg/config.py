@@ -45,7 +45,10 @@ class DetectConfig(_Section):
     transnetv2_many_threshold: float = Field(0.3, gt=0, lt=1, description="all-frames head score over which a "
                                              "frame belongs to a transition (0.3: every scene inside one shot "
                                              "on the spliced set, docs/shots.md)")
-    batch_windows: int = Field(4, ge=1, description="TransNetV2 windows (50 scored frames each) per model call")
+    batch_windows: int = Field(1, ge=1, description="TransNetV2 windows (50 scored frames each) per model call "
+                               "on CPU (1: the fewest CPU-s per frame, measured in docs/shots.md)")
+    gpu_batch_windows: int = Field(8, ge=1, description="TransNetV2 windows a video task sends per call to a GPU "
+                                   "actor (8: 400 frames, about 120 KB per 50 frames)")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where TransNetV2 runs: cuda: a GPU actor pool that video tasks send 48x27 frames "
         "to; cpu: in the video task; auto: cuda when the Ray cluster has GPUs")

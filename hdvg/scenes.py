@@ -163,7 +163,9 @@ def make_finder(cfg: DetectConfig, rate: Fraction, threads: int = 1, predict=Non
         return SceneFinder(cfg, rate)
     from hdvg.transnet import TransNetFinder, local_predictor
 
-    return TransNetFinder(cfg, predict or local_predictor(cfg, threads))
+    if predict is None:
+        return TransNetFinder(cfg, local_predictor(cfg, threads), cfg.batch_windows)
+    return TransNetFinder(cfg, predict, cfg.gpu_batch_windows)
 
 
 def detect_scenes(path: str | Path, cfg: DetectConfig, threads: int = 1) -> SceneScan:

@@ -16,6 +16,7 @@ need neither.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,12 +81,19 @@ def predict_windows(net, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return single.cpu().numpy(), many.cpu().numpy()
 
 
+@functools.lru_cache(maxsize=2)
+def cached_network(weights: str | None, device: str):
+    """One network per process and weights file: a Ray worker runs many video tasks, and loading costs
+    about half a second."""
+    return load_network(weights, device)
+
+
 def local_predictor(cfg: DetectConfig, threads: int) -> Predict:
     """The network in this process, on CPU, with `threads` torch threads (the task's reservation)."""
     import torch
 
     torch.set_num_threads(max(1, threads))
-    net = load_network(cfg.transnetv2_weights, "cpu")
+    net = cached_network(cfg.transnetv2_weights, "cpu")
     return lambda windows: predict_windows(net, windows)
 
 
@@ -168,8 +176,8 @@ class TransNetFinder:
     `finish` the rest. Windows go to `predict` `batch_windows` at a time; frames wait (in the cutter) for
     at most one batch plus 75 frames, plus the length of a transition still open."""
 
-    def __init__(self, cfg: DetectConfig, predict: Predict, small: SmallFrames | None = None):
-        self.cfg, self.predict = cfg, predict
+    def __init__(self, cfg: DetectConfig, predict: Predict, batch_windows: int = 1, small: SmallFrames | None = None):
+        self.cfg, self.predict, self.batch_windows = cfg, predict, batch_windows
         self.small = small or SmallFrames(TRANSNET_SIZE)
         self.windows = Windows()
         self.transitions = Transitions(cfg.transnetv2_threshold, cfg.transnetv2_many_threshold)
@@ -184,7 +192,7 @@ class TransNetFinder:
         window = self.windows.push(self.small(frame))
         if window is not None:
             self.batch.append(window)
-            if len(self.batch) >= self.cfg.batch_windows:
+            if len(self.batch) >= self.batch_windows:
                 return self._run()
         return []
 

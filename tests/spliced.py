@@ -85,9 +85,14 @@ def build_spliced(shared: Path, pieces: list[Piece], joins: list[tuple[str, int]
 
 
 def shots_of(boundaries: list[Boundary], num_frames: int) -> list[Span]:
-    """The frames of each shot: between one transition's end and the next one's start."""
-    starts = [0, *[b.span.end for b in boundaries]]
-    ends = [*[b.span.start for b in boundaries], num_frames]
+    """The frames that show each shot alone: between one transition's end and the next one's start, except
+    that a fade through black shows the outgoing shot alone (darkening) up to its black middle frame and
+    the incoming one alone from there (every frame of a dissolve mixes both)."""
+    def middle(b: Boundary) -> int:
+        return b.span.start + b.span.num_frames // 2
+
+    starts = [0, *[middle(b) if b.kind == "fadeblack" else b.span.end for b in boundaries]]
+    ends = [*[middle(b) + 1 if b.kind == "fadeblack" else b.span.start for b in boundaries], num_frames]
     return [Span(s, e) for s, e in zip(starts, ends)]
 
 

@@ -53,8 +53,7 @@ def test_streamed_windows_score_as_the_packages_predict_frames(net, snake_frames
 def test_finder_batches_give_the_same_transitions(net, batch_windows):
     """A real cut (two single-shot clips joined by ffmpeg's concat at frame 119) is found at its frame,
     whatever the batch; frames are decided only up to what the model has scored."""
-    cfg = DetectConfig(detector="transnetv2", batch_windows=batch_windows)
-    finder = TransNetFinder(cfg, lambda w: predict_windows(net, w))
+    finder = TransNetFinder(DetectConfig(detector="transnetv2"), lambda w: predict_windows(net, w), batch_windows)
     found = []
     for path in (SNAKE, "repo_videos/panda70m_samples/1r2eNjJ__mE.20.mp4"):
         with DecodedVideo(shared_file(path)) as video:

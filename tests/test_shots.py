@@ -1,0 +1,53 @@
+"""Transition-free clips on real footage: single-shot pieces of ../shared/data spliced by ffmpeg with hard cuts,
+dissolves and fades through black at known frames (tests/spliced.py), cut by the real cutter.
+
+The set is 8 pieces of 1.5-2 s at 320x180: TransNetV2 reads 48x27 frames whatever the source size, and a
+smaller source keeps the decode, the encode and the model (about 350 frames) to some 20 CPU-seconds.
+bench/bench_detect.py runs the full set (21 pieces, 1280x720) for every detector.
+"""
+import pytest
+
+from hdvg.config import ClipConfig, DetectConfig, EncodeConfig
+from hdvg.cutting import SceneClips, cut_video
+from hdvg.probe import probe
+from tests.conftest import SHARED, shared_file
+from tests.spliced import PIECES, Piece, build_spliced, scores, shots_of, spans_outside_shots
+
+JOINS = [("cut", 0), ("fade", 15), ("cut", 0), ("fadeblack", 12), ("fade", 20), ("cut", 0), ("fade", 10)]
+
+
+@pytest.fixture(scope="module")
+def spliced(tmp_path_factory):
+    chosen = [PIECES[i] for i in (0, 3, 5, 9, 12, 16, 18, 20)]
+    pieces = [Piece(p.path, p.start_s, 45 if kind == "cut" else 60) for p, (kind, _) in zip(chosen, JOINS + [("", 0)])]
+    for p in pieces:
+        shared_file(p.path)  # skip (or fail under HDVG_REQUIRE_MEDIA=1) without the media
+    out = tmp_path_factory.mktemp("spliced") / "spliced.mp4"
+    boundaries, num_frames = build_spliced(SHARED, pieces, JOINS, out, size=(320, 180))
+    return out, boundaries, num_frames
+
+
+@pytest.mark.parametrize("detector", ["transnetv2", "adaptive"])
+def test_clips_hold_one_shot_each(spliced, tmp_path, detector):
+    """TransNetV2 finds the cuts and the gradual transitions (F1 >= 0.9) and no clip holds frames of two
+    shots; PySceneDetect's AdaptiveDetector, on the same decode, misses dissolves (what TransNetV2 is for)."""
+    src, boundaries, num_frames = spliced
+    info = probe(src)
+    clip_cfg = ClipConfig(min_clip_seconds=0.5)
+    scan, clips = cut_video(src, info, SceneClips(clip_cfg, info.fps), tmp_path, EncodeConfig(preset="ultrafast"),
+                            DetectConfig(detector=detector), threads=2)
+    assert scan.num_frames == num_frames
+    got = scores(scan.transitions, boundaries)
+    outside = spans_outside_shots([c.span for c in clips], shots_of(boundaries, num_frames))
+    if detector == "transnetv2":
+        assert got["f1"] >= 0.9, got
+        assert got["by_kind"]["fade"] == (3, 3) and got["by_kind"]["fadeblack"] == (1, 1), got
+        assert outside == [], f"clips spanning a shot boundary: {outside}"
+        # every frame of a dissolve (which mixes two shots) belongs to no clip
+        for b in boundaries:
+            if b.kind == "fade":
+                inner = range(b.span.start + 2, b.span.end - 2)
+                assert not any(f in range(c.span.start, c.span.end) for c in clips for f in inner), b
+    else:
+        assert got["by_kind"]["fade"][0] < 3, got
+        assert outside, "PySceneDetect kept no clip across a dissolve: the set no longer tests dissolves"
