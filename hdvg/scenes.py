@@ -168,13 +168,13 @@ def make_finder(cfg: DetectConfig, rate: Fraction, threads: int = 1, predict=Non
     return TransNetFinder(cfg, predict, cfg.gpu_batch_windows)
 
 
-def detect_scenes(path: str | Path, cfg: DetectConfig, threads: int = 1) -> SceneScan:
+def detect_scenes(path: str | Path, cfg: DetectConfig, threads: int = 1, predict=None) -> SceneScan:
     """Decode `path` once and return its transitions and per-frame timestamps (detection alone; the
     curation job detects inside the cutter's decode, `hdvg.cutting.cut_video`)."""
     times: list[float] = []
     found: list[Span] = []
     with DecodedVideo(path) as video:
-        finder = make_finder(cfg, video.rate, threads)
+        finder = make_finder(cfg, video.rate, threads, predict)
         for index, frame, t in video:
             times.append(t)
             found += finder.push(index, frame)

@@ -10,6 +10,7 @@ import pytest
 from hdvg.config import ClipConfig, DetectConfig, EncodeConfig
 from hdvg.cutting import SceneClips, cut_video
 from hdvg.probe import probe
+from hdvg.scenes import detect_scenes
 from tests.conftest import SHARED, shared_file
 from tests.spliced import PIECES, Piece, build_spliced, scores, shots_of, spans_outside_shots
 
@@ -27,27 +28,54 @@ def spliced(tmp_path_factory):
     return out, boundaries, num_frames
 
 
-@pytest.mark.parametrize("detector", ["transnetv2", "adaptive"])
-def test_clips_hold_one_shot_each(spliced, tmp_path, detector):
-    """TransNetV2 finds the cuts and the gradual transitions (F1 >= 0.9) and no clip holds frames of two
-    shots; PySceneDetect's AdaptiveDetector, on the same decode, misses dissolves (what TransNetV2 is for)."""
-    src, boundaries, num_frames = spliced
+@pytest.fixture(scope="module")
+def cuts_by_detector(spliced, tmp_path_factory):
+    """The real cutter over the spliced video with each detector: (scan, clips)."""
+    src, _, _ = spliced
     info = probe(src)
     clip_cfg = ClipConfig(min_clip_seconds=0.5)
-    scan, clips = cut_video(src, info, SceneClips(clip_cfg, info.fps), tmp_path, EncodeConfig(preset="ultrafast"),
-                            DetectConfig(detector=detector), threads=2)
+    return {d: cut_video(src, info, SceneClips(clip_cfg, info.fps), tmp_path_factory.mktemp(d),
+                         EncodeConfig(preset="ultrafast"), DetectConfig(detector=d), threads=2)
+            for d in ("transnetv2", "adaptive")}
+
+
+def test_transnetv2_clips_hold_one_shot_each(spliced, cuts_by_detector):
+    """TransNetV2 finds the cuts and the gradual transitions (F1 >= 0.9), no clip holds frames of two shots,
+    and no frame of a dissolve is in a clip."""
+    src, boundaries, num_frames = spliced
+    scan, clips = cuts_by_detector["transnetv2"]
     assert scan.num_frames == num_frames
     got = scores(scan.transitions, boundaries)
+    assert got["f1"] >= 0.9, got
+    assert got["by_kind"]["fade"] == (3, 3) and got["by_kind"]["fadeblack"] == (1, 1), got
     outside = spans_outside_shots([c.span for c in clips], shots_of(boundaries, num_frames))
-    if detector == "transnetv2":
-        assert got["f1"] >= 0.9, got
-        assert got["by_kind"]["fade"] == (3, 3) and got["by_kind"]["fadeblack"] == (1, 1), got
-        assert outside == [], f"clips spanning a shot boundary: {outside}"
-        # every frame of a dissolve (which mixes two shots) belongs to no clip
-        for b in boundaries:
-            if b.kind == "fade":
-                inner = range(b.span.start + 2, b.span.end - 2)
-                assert not any(f in range(c.span.start, c.span.end) for c in clips for f in inner), b
-    else:
-        assert got["by_kind"]["fade"][0] < 3, got
-        assert outside, "PySceneDetect kept no clip across a dissolve: the set no longer tests dissolves"
+    assert outside == [], f"clips spanning a shot boundary: {outside}"
+    for b in boundaries:
+        if b.kind == "fade":  # a dissolve mixes two shots in every frame
+            inner = range(b.span.start + 2, b.span.end - 2)
+            assert not any(f in range(c.span.start, c.span.end) for c in clips for f in inner), b
+
+
+def test_pyscenedetect_misses_dissolves_on_the_same_set(spliced, cuts_by_detector):
+    """What TransNetV2 is for: AdaptiveDetector (the paper's tool, hdvg's detector before TransNetV2) keeps
+    clips across dissolves of this set."""
+    src, boundaries, num_frames = spliced
+    scan, clips = cuts_by_detector["adaptive"]
+    got = scores(scan.transitions, boundaries)
+    assert got["by_kind"]["fade"][0] < 3 and got["f1"] < scores(cuts_by_detector["transnetv2"][0].transitions,
+                                                                 boundaries)["f1"], got
+    assert spans_outside_shots([c.span for c in clips], shots_of(boundaries, num_frames))
+
+
+def test_actor_pool_path_gives_the_in_task_transitions(spliced, cuts_by_detector, ray_local):
+    """The GPU path's actor (DetectActor, on CPU here: device cpu, no GPU asked): the video task sends its
+    windows in batches of gpu_batch_windows and gets the transitions the in-task run found."""
+    import ray
+
+    from hdvg.pipeline import DetectActor, remote_predictor
+
+    src, _, _ = spliced
+    actors = [ray.remote(DetectActor).options(num_cpus=0).remote(None, "cpu")]
+    scan = detect_scenes(src, DetectConfig(detector="transnetv2", gpu_batch_windows=3),
+                         predict=remote_predictor(actors, "spliced"))
+    assert scan.transitions == cuts_by_detector["transnetv2"][0].transitions
