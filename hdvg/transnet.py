@@ -30,6 +30,13 @@ from hdvg.scenes import Span
 WINDOW = 100   # frames the model reads at once (TransNetV2's training length)
 CONTEXT = 25   # frames of context each side of a window's scored middle
 STEP = WINDOW - 2 * CONTEXT  # frames scored per window
+# A run of marked frames is decided once it ends; frames wait in the cutter until then. A run this long
+# (5 s at 30 fps, longer than any dissolve or fade) is decided where it stands, so that a video the
+# all-frames head keeps marking (flashes, a long black screen) cannot hold the decode's frames unbounded.
+LONGEST_RUN = 150
+# The black middle of a fade through black scores low on the all-frames head and splits the fade's run in
+# two; runs this few frames apart are one transition (measured on the spliced set, docs/shots.md).
+MERGE_GAP = 3
 
 # (windows uint8 (B, WINDOW, 27, 48, 3)) -> (single-frame, all-frames) scores, float32 (B, STEP) each
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -81,6 +88,18 @@ def predict_windows(net, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return single.cpu().numpy(), many.cpu().numpy()
 
 
+def strip_of(windows: np.ndarray) -> np.ndarray:
+    """Consecutive windows (each starts STEP frames after the one before) as the frames they hold, each
+    once: (B, WINDOW, ...) -> (STEP * B + WINDOW - STEP, ...). What a video task sends a GPU actor."""
+    return np.concatenate([windows[0], *windows[1:, WINDOW - STEP:]])
+
+
+def windows_of(strip: np.ndarray) -> np.ndarray:
+    """The inverse of `strip_of`."""
+    count = (len(strip) - (WINDOW - STEP)) // STEP
+    return np.stack([strip[k * STEP:k * STEP + WINDOW] for k in range(count)])
+
+
 @functools.lru_cache(maxsize=2)
 def cached_network(weights: str | None, device: str):
     """One network per process and weights file: a Ray worker runs many video tasks, and loading costs
@@ -129,13 +148,14 @@ class Windows:
 
 class Transitions:
     """Per-frame scores in (in frame order), transitions out as each ends: runs of frames marked by either
-    head, kept when the single-frame head fires inside them. `decided`: every transition starting before
-    that frame is known."""
+    head, kept when the single-frame head fires inside them. Marked runs at most MERGE_GAP frames apart are
+    one run. `decided`: every transition starting before that frame is known."""
 
     def __init__(self, single_threshold: float, many_threshold: float):
         self.single_threshold, self.many_threshold = single_threshold, many_threshold
         self.scored = 0              # frames scored so far
         self.run_start: int | None = None
+        self.run_end = 0             # one past the open run's last marked frame
         self.run_fired = False       # the single-frame head fired inside the open run
 
     @property
@@ -147,17 +167,19 @@ class Transitions:
         fired = single > self.single_threshold
         marked = fired | (many > self.many_threshold)
         for is_marked, is_fired in zip(marked.tolist(), fired.tolist()):
+            if self.run_start is not None and (self.scored - self.run_end >= MERGE_GAP or
+                                               self.scored - self.run_start >= LONGEST_RUN):
+                found += self._close()
             if is_marked:
                 if self.run_start is None:
                     self.run_start, self.run_fired = self.scored, False
+                self.run_end = self.scored + 1
                 self.run_fired |= is_fired
-            elif self.run_start is not None:
-                found += self._close()
             self.scored += 1
         return found
 
     def _close(self) -> list[Span]:
-        start, end = self.run_start, self.scored
+        start, end = self.run_start, self.run_end
         self.run_start = None
         if not self.run_fired:
             return []

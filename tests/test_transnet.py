@@ -7,7 +7,8 @@ import torch
 from hdvg.config import DetectConfig
 from hdvg.frames import SmallFrames
 from hdvg.scenes import DecodedVideo, Span, detect_scenes
-from hdvg.transnet import STEP, Transitions, TransNetFinder, Windows, load_network, packaged_weights, predict_windows
+from hdvg.transnet import (CONTEXT, LONGEST_RUN, STEP, Transitions, TransNetFinder, Windows, load_network,
+                           packaged_weights, predict_windows, strip_of, windows_of)
 from tests.conftest import SHARED, shared_file
 from tests.spliced import Piece, build_spliced
 
@@ -43,6 +44,8 @@ def test_streamed_windows_score_as_the_packages_predict_frames(net, snake_frames
     windows = Windows()
     batch = [w for w in (windows.push(f) for f in snake_frames) if w is not None] + windows.finish()
     assert len(batch) == 3 and windows.emitted * STEP >= len(snake_frames)
+    np.testing.assert_array_equal(windows_of(strip_of(np.stack(batch))), np.stack(batch))
+    assert len(strip_of(np.stack(batch))) == 3 * STEP + CONTEXT * 2  # what a GPU actor gets: each frame once
     single, many = predict_windows(net, np.stack(batch))
     n = len(snake_frames)
     np.testing.assert_allclose(single.reshape(-1)[:n], want_single.numpy(), atol=1e-5)
@@ -68,17 +71,27 @@ def test_finder_batches_give_the_same_transitions(net, batch_windows):
 
 def test_transitions_from_the_two_heads():
     t = Transitions(single_threshold=0.5, many_threshold=0.3)
-    zeros = np.zeros(10, np.float32)
-    single, many = zeros.copy(), zeros.copy()
+    single, many = np.zeros(12, np.float32), np.zeros(12, np.float32)
     single[2] = many[2] = 0.9                       # one frame marked: a hard cut after it
-    many[5:8], single[6] = 0.8, 0.7                 # a dissolve: frames 5, 6, 7
-    assert t.add(single, many) == [Span(3, 3), Span(5, 8)] and t.decided == 10
-    single, many = zeros.copy(), zeros.copy()
-    many[1:4] = 0.6                                 # the all-frames head alone: no transition
-    many[7:] = 0.6                                  # a run still open at the end of the scores
-    assert t.add(single, many) == [] and t.decided == 17
-    assert t.add(np.array([0.9, 0.1], np.float32), np.array([0.9, 0.9], np.float32)) == []
-    assert t.decided == 17 and t.finish() == [Span(17, 22)]
+    many[6:9], single[7] = 0.8, 0.7                 # a dissolve: frames 6, 7, 8
+    assert t.add(single, many) == [Span(3, 3)]
+    assert t.decided == 6                           # the dissolve's run may go on
+    single, many = np.zeros(12, np.float32), np.zeros(12, np.float32)
+    many[0:2] = 0.6                                 # the all-frames head alone: no transition
+    many[6:8], many[9:11], single[9] = 0.6, 0.6, 0.9  # two runs 1 frame apart (a fade's black middle): one
+    assert t.add(single, many) == [Span(6, 9)] and t.decided == 18  # the dissolve ends 3 frames later
+    assert t.finish() == [Span(18, 23)]
+
+
+def test_a_long_marked_run_is_decided_where_it_stands():
+    """Frames wait in the cutter until the run holding them ends: a run reaching LONGEST_RUN frames is
+    decided there, so the wait is bounded whatever the scores."""
+    t = Transitions(single_threshold=0.5, many_threshold=0.3)
+    many = np.full(LONGEST_RUN + 10, 0.9, np.float32)
+    single = np.zeros_like(many)
+    single[3] = 0.9
+    assert t.add(single, many) == [Span(0, LONGEST_RUN)]
+    assert t.decided == LONGEST_RUN
 
 
 def test_weights_path_overrides_the_packaged_ones(tmp_path, net):
