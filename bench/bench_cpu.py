@@ -1,7 +1,7 @@
-"""CPU path benchmark: hdvg's curation (probe, detect, cut, keyframe, shard on local Ray) at --detector adaptive
-against, in the same run on the same videos, (1) the PySceneDetect command line, as users run it by default and at hdvg's
-settings (same scale, video only, same x264 settings: the row every ratio and target is against), and (2) the
-floor: one ffmpeg decode of each video plus one x264 encode of its frames at the pipeline's clip settings;
+"""CPU path benchmark: hdvg's curation (probe, detect, cut, keyframe, shard on local Ray) at --detector
+adaptive against, in the same run on the same videos, (1) the PySceneDetect command line, as users run it by
+default and at hdvg's settings (same scale, video only, same x264 settings: the row every ratio and target
+is against), and (2) the floor: one ffmpeg decode of each video plus one x264 encode of its frames at the pipeline's clip settings;
 then hdvg with its default detector (TransNetV2, on CPU here), with its ratio to the floor.
 
     .venv/bin/python bench/bench_cpu.py [--jobs 2] [--repeat 1] [--rounds 1] [--keep] [--no-stages]
@@ -392,7 +392,8 @@ def main() -> int:
         "ray_start_s": round(ray_start, 2),
         "hdvg_vs_cli_equal": round(cli_eq / hdvg_wall, 3), "hdvg_vs_cli_default": round(cli_def / hdvg_wall, 3),
         "hdvg_vs_floor": round(hdvg_wall / floor, 3), "targets": TARGETS,
-        "default_detector": chosen["default_detector"], "hdvg_default_vs_floor": round(paths["hdvg_default"][0] / floor, 3),
+        "default_detector": chosen["default_detector"],
+        "hdvg_default_vs_floor": round(paths["hdvg_default"][0] / floor, 3),
         "cuts": {k: {"precision": round(p, 3), "recall": round(r, 3)} for k, (p, r) in cuts.items()},
         "rounds": [{k: round(v, 3) for k, v in round_ratios(r).items()} for r in rounds],
         "stage_cpu_s_per_video_s": stages,

@@ -55,9 +55,9 @@ class DetectConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where TransNetV2 runs: cuda: a GPU actor pool that video tasks send 48x27 frames "
         "to; cpu: in the video task; auto: cuda when the Ray cluster has GPUs")
-    num_actors: int = Field(1, ge=1, description="TransNetV2 GPU actors (device cuda)")
-    num_gpus: float = Field(0.25, gt=0, description="GPU share of one TransNetV2 actor (device cuda); the model "
-                            "is small, so it can share a GPU with a captioner")
+    gpu_actors: int = Field(1, ge=1, description="TransNetV2 GPU actors (device cuda)")
+    gpu_per_actor: float = Field(0.25, gt=0, description="GPU share of one TransNetV2 actor (device cuda); the "
+                                 "model is small, so it can share a GPU with a captioner")
     adaptive_threshold: float = Field(3.0, gt=0, description="AdaptiveDetector ratio threshold (library default)")
     min_content_val: float = Field(15.0, ge=0, description="AdaptiveDetector minimum content score (library default)")
     content_threshold: float = Field(27.0, gt=0, description="ContentDetector threshold (library default)")

@@ -109,7 +109,8 @@ class SceneClips:
         spans = []
         for r in self.regions:
             end = min(r.end, num_frames)
-            inside = [Span(t.start - r.start, t.end - r.start) for t in transitions if t.end > r.start and t.start < end]
+            inside = [Span(t.start - r.start, t.end - r.start)
+                      for t in transitions if t.end > r.start and t.start < end]
             spans += [Span(r.start + s.start, r.start + s.end)
                       for s in scene_spans(inside, end - r.start, self.fps, self.cfg)]
         return spans

@@ -192,9 +192,10 @@ class Stages:
         # TransNetV2 on a GPU actor pool; on CPU it runs inside each video task. An actor that dies restarts
         # and its calls are retried, as the captioners'.
         gpu_detect = cfg.detect.detector == "transnetv2" and detect_device(cfg) == "cuda"
-        self.detectors = [ray.remote(DetectActor).options(num_cpus=0, num_gpus=cfg.detect.num_gpus, max_restarts=-1,
-                                                          max_task_retries=2).remote(cfg.detect.transnetv2_weights, "cuda")
-                          for _ in range(cfg.detect.num_actors)] if gpu_detect else []
+        detect = cfg.detect
+        self.detectors = [ray.remote(DetectActor).options(num_cpus=0, num_gpus=detect.gpu_per_actor, max_restarts=-1,
+                                                          max_task_retries=2).remote(detect.transnetv2_weights, "cuda")
+                          for _ in range(detect.gpu_actors)] if gpu_detect else []
         self._preprocess = ray.remote(num_cpus=PREPROCESS_CPUS, max_retries=1)(_preprocess_task)
         gpus = cfg.captioner.num_gpus
         if gpus is None:

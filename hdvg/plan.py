@@ -174,6 +174,10 @@ def plan_inputs(sets: list[str]) -> PlanInputs:
 
 def format_plan(plan: Plan) -> str:
     p = plan.inputs
+    measured_rate, gpu_measured = measured_or("detect.json", "transnetv2_gpu_frames_per_s", 0.0)
+    rate = p.detect_frames_per_gpu_s
+    detect_rate = ("measured" if gpu_measured and rate == measured_rate else
+                   "the target, not yet measured on a GPU" if rate == DETECT_GPU_TARGET else "given")
     lines = [f"HD-VG-130M in {p.target_days:g} days: {p.source_videos:,} videos, {p.source_hours:,.0f} h, "
              f"{p.clips:,} clips", "",
              "| group | work | nodes | node-hours | USD |", "| --- | --- | ---: | ---: | ---: |"]
@@ -186,9 +190,8 @@ def format_plan(plan: Plan) -> str:
               f"writers: {plan.output_mb_s:,} MB/s of clips need {plan.writers} shard writer(s) at "
               f"{p.writer_mb_s:g} MB/s each (shards.writers=per_node: one on each of the "
               f"{plan.group('video').nodes} video nodes)",
-              f"detect: TransNetV2 at {p.detect_frames_per_gpu_s:,.0f} frames/s per GPU ("
-              f"{'measured' if measured_or('detect.json', 'transnetv2_gpu_frames_per_s', 0)[1] else 'the target, not yet measured on a GPU'}"
-              f"); on the video nodes' CPUs instead (detect.device cpu) it would add "
+              f"detect: TransNetV2 at {p.detect_frames_per_gpu_s:,.0f} frames/s per GPU ({detect_rate}); on the "
+              f"video nodes' CPUs instead (detect.device cpu) it would add "
               f"{p.source_hours * p.detect_cpu_s_per_video_s:,.0f} vCPU-hours",
               f"total: USD {plan.total_usd:,.0f} (compute USD {plan.compute_usd:,.0f})"]
     return "\n".join(lines)

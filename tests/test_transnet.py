@@ -106,7 +106,8 @@ def test_weights_path_overrides_the_packaged_ones(tmp_path, net):
     for p in pieces:
         shared_file(p.path)  # skip (or fail under HDVG_REQUIRE_MEDIA=1) without the media
     boundaries, _ = build_spliced(SHARED, pieces, [("cut", 0)], joined, size=(320, 180))
-    assert detect_scenes(joined, DetectConfig(detector="transnetv2"), threads=2).transitions == [b.span for b in boundaries]
+    found = detect_scenes(joined, DetectConfig(detector="transnetv2"), threads=2).transitions
+    assert found == [b.span for b in boundaries]
     assert detect_scenes(joined, DetectConfig(detector="transnetv2", transnetv2_weights=str(muted))).transitions == []
     bad = tmp_path / "bad.pth"
     torch.save({"fc1.weight": torch.zeros(3)}, bad)
