@@ -79,3 +79,13 @@ def test_actor_pool_path_gives_the_in_task_transitions(spliced, cuts_by_detector
     scan = detect_scenes(src, DetectConfig(detector="transnetv2", gpu_batch_windows=3),
                          predict=remote_predictor(actors, "spliced"))
     assert scan.transitions == cuts_by_detector["transnetv2"][0].transitions
+
+
+def test_device_cuda_without_gpus_is_a_start_up_error(ray_local, tmp_path):
+    from hdvg.config import ConfigError, build_config
+    from hdvg.pipeline import detect_device
+
+    cfg = build_config(values={"input": str(tmp_path), "output": str(tmp_path / "out"), "detect.device": "cuda"})
+    with pytest.raises(ConfigError, match="detect.device: cuda, but the Ray cluster has no GPU"):
+        detect_device(cfg)
+    assert detect_device(cfg.model_copy(update={"detect": DetectConfig(device="auto")})) == "cpu"
