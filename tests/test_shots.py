@@ -10,7 +10,7 @@ import pytest
 from hdvg.config import ClipConfig, DetectConfig, EncodeConfig
 from hdvg.cutting import SceneClips, cut_video
 from hdvg.probe import probe
-from hdvg.scenes import detect_scenes
+from hdvg.scenes import Span, detect_scenes
 from tests.conftest import SHARED, shared_file
 from tests.spliced import PIECES, Piece, build_spliced, scores, shots_of, spans_outside_shots
 
@@ -89,3 +89,25 @@ def test_device_cuda_without_gpus_is_a_start_up_error(ray_local, tmp_path):
     with pytest.raises(ConfigError, match="detect.device: cuda, but the Ray cluster has no GPU"):
         detect_device(cfg)
     assert detect_device(cfg.model_copy(update={"detect": DetectConfig(device="auto")})) == "cpu"
+
+
+@pytest.mark.slow
+def test_curate_with_the_defaults_gives_clips_of_one_shot_each(tmp_path, ray_local):
+    """`hdvg curate`'s job with every default (TransNetV2 on CPU here) on the spliced set at 1280x720: every
+    clip it writes lies inside one shot."""
+    import pyarrow.parquet as pq
+
+    from hdvg.config import build_config
+    from hdvg.pipeline import run_curation
+
+    chosen = [PIECES[i] for i in (0, 3, 5, 9, 12, 16, 18, 20)]
+    pieces = [Piece(p.path, p.start_s, 45 if kind == "cut" else 60) for p, (kind, _) in zip(chosen, JOINS + [("", 0)])]
+    for p in pieces:
+        shared_file(p.path)
+    (tmp_path / "in").mkdir()
+    boundaries, num_frames = build_spliced(SHARED, pieces, JOINS, tmp_path / "in" / "spliced.mp4")
+    stats = run_curation(build_config(values={"input": str(tmp_path / "in"), "output": str(tmp_path / "out"),
+                                              "captioner.name": "none"}))
+    assert stats["videos_by_status"] == {"ok": 1}
+    spans = [Span(r["start_frame"], r["end_frame"]) for r in pq.read_table(tmp_path / "out" / "index").to_pylist()]
+    assert len(spans) >= 4 and spans_outside_shots(spans, shots_of(boundaries, num_frames)) == []
