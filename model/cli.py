@@ -211,8 +211,9 @@ def _evaluation(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         given = {k: v for k, v in vars(args).items() if k not in ("command", "metrics") and v is not None}
         given.setdefault("rank", int(os.environ.get("RANK", 0)))
         given.setdefault("world_size", int(os.environ.get("WORLD_SIZE", 1)))
-        try:  # a bad flag, prompt set or REPORT_DIR: the message names it and hdvg exits 2
-            evaluate(EvalConfig(metrics=tuple(m for m in args.metrics.split(",") if m), **given))
+        cfg = EvalConfig.build(metrics=tuple(m for m in args.metrics.split(",") if m), **given)  # exits 2 if bad
+        try:  # a bad prompt set or REPORT_DIR: the message names it and hdvg exits 2
+            evaluate(cfg)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         return 0

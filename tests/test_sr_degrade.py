@@ -2,7 +2,6 @@
 what it claims, measured on a real 720p frame."""
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -61,10 +60,10 @@ def test_kernels_deterministic_normalised_and_shaped():
     a, b = D.random_kernels(64, order, 21, gen(1)), D.random_kernels(64, order, 21, gen(1))
     assert a.shape == (64, 21, 21) and torch.equal(a, b)
     assert torch.allclose(a.sum(dim=(1, 2)), torch.ones(64), atol=1e-5)
-    shaped = D.random_kernels(64, dataclasses.replace(order, sinc_prob=0.0), 21, gen(1))
+    shaped = D.random_kernels(64, order.model_copy(update=dict(sinc_prob=0.0)), 21, gen(1))
     assert shaped.min() >= 0 and not torch.equal(shaped, a)  # only sinc kernels have negative lobes
     # a 7-tap kernel has no weight outside its own support once padded to 21
-    only7 = dataclasses.replace(order, kernel_sizes=(7,), sinc_prob=0.0)
+    only7 = order.model_copy(update=dict(kernel_sizes=(7,), sinc_prob=0.0))
     k = D.random_kernels(8, only7, 21, gen(2))
     assert k[:, :7].abs().max() == 0 and k[:, 14:].abs().max() == 0 and k[:, :, :7].abs().max() == 0
     # isotropic kernels are symmetric under transposition; anisotropic ones (sigma_x != sigma_y, rotated) are not
@@ -104,7 +103,7 @@ def test_sinc_kernel_has_the_requested_cutoff(cutoff):
 
 
 def test_blur_lowers_high_frequency_energy(frame):
-    order = dataclasses.replace(paper().degrade.first, kernel_sizes=(21,), blur_sigma=(2.0, 3.0), sinc_prob=0.0)
+    order = paper().degrade.first.model_copy(update=dict(kernel_sizes=(21,), blur_sigma=(2.0, 3.0), sinc_prob=0.0))
     kernels = D.random_kernels(2, order, 21, gen(0))
     blurred = D.blur(frame, kernels)
     assert blurred.shape == frame.shape

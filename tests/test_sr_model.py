@@ -85,13 +85,13 @@ def test_configs_validate_and_name_the_field(tmp_path):
     assert tiny().rcan.num_features == 16 and paper().degrade.second.blur_prob == 0.8
     cfg = load_config("tiny", ["degrade.first.jpeg_range=[40, 90]", "train.l1_steps=7"])
     assert cfg.degrade.first.jpeg_range == (40.0, 90.0) and cfg.train.l1_steps == 7
-    with pytest.raises(ConfigError, match=r"^degrade\.second\.jpeg_range"):
+    with pytest.raises(ConfigError, match=r"\n  degrade\.second\.jpeg_range: .*qualities"):
         load_config("tiny", ["degrade.second.jpeg_range=[90, 30]"])
-    with pytest.raises(ConfigError, match=r"^rcan\.squeeze"):
+    with pytest.raises(ConfigError, match=r"\n  rcan\.squeeze: .*must divide num_features"):
         load_config("paper", ["rcan.squeeze=7"])
-    with pytest.raises(ConfigError, match=r"^data\.patch_size"):
+    with pytest.raises(ConfigError, match=r"\n  data\.patch_size: .*multiple of 8"):
         load_config("tiny", ["data.patch_size=60"])
-    with pytest.raises(ConfigError, match=r"^train\.nope: unknown field"):
+    with pytest.raises(ConfigError, match=r"\n  train\.nope: Extra inputs are not permitted"):
         load_config("tiny", ["train.nope=1"])
     path = tmp_path / "sr.json"
     path.write_text(json.dumps({"rcan": {"num_groups": 8, "blocks_per_group": 20}}))

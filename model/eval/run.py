@@ -15,13 +15,15 @@ import itertools
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
+from hdvg.config import ConfigError, _format_errors
 from model.data import Clip, SkipSample, VideoBytes, central_indices, expand_shards, iter_clips
 from model.eval.clipsim import CLIPSIM_MODEL, CROP_POLICIES, ClipScorer
 from model.eval.frames import CLIP_FRAMES, RESIZE_POLICIES
@@ -36,9 +38,13 @@ METRICS = ("fvd", "clipsim")
 GRID_CLIPS = 8
 
 
-@dataclass
-class EvalConfig:
-    """One evaluation. Exactly one of `checkpoint` (generate, then score) and `videos` (score only)."""
+class EvalConfig(BaseModel):
+    """One evaluation. Exactly one of `checkpoint` (generate, then score) and `videos` (score only). Built on
+    pydantic like the other configs: `EvalConfig.build(...)` raises hdvg's ConfigError naming every bad field
+    (`hdvg eval` exits 2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     output: str
     checkpoint: str | None = None
     videos: str | None = None
@@ -50,40 +56,64 @@ class EvalConfig:
     metrics: tuple[str, ...] = METRICS
     # Samples generated and scored. None: the whole protocol of ucf101 (10,100) and msrvtt (2,990, D.3),
     # else FVD_CLIPS (StyleGAN-V's 2048 a side).
-    num_samples: int | None = None
-    real_count: int | None = None  # real clips for FVD (default: num_samples, "2048 a side")
+    num_samples: int | None = Field(None, ge=1)
+    real_count: int | None = Field(None, ge=1)  # real clips for FVD (default: num_samples, "2048 a side")
     resize: str = "full"  # FVD's 224x224 policy: the TF FVD / StyleGAN-V resize of the whole frame
     clip_crop: str = "center-crop"  # CLIPSIM's policy: the CLIP processor's own
-    steps: int = 50  # DDIM steps (appendix D.2)
+    steps: int = Field(50, ge=1)  # DDIM steps (appendix D.2)
     guidance: float = 9.0  # classifier-free guidance scale (appendix D.2)
     seed: int = 0  # sample i is generated with seed + i
-    batch_size: int = 4  # videos per sampler call
-    score_batch: int = 8  # clips per detector call
+    batch_size: int = Field(4, ge=1)  # videos per sampler call
+    score_batch: int = Field(8, ge=1)  # clips per detector call
     device: str | None = None  # default: this rank's GPU if there is one, else cpu
-    stats_cache: str = field(default_factory=lambda: str(Path.home() / ".cache" / "hdvg" / "fvd"))
-    rank: int = 0
-    world_size: int = 1
+    stats_cache: str = Field(default_factory=lambda: str(Path.home() / ".cache" / "hdvg" / "fvd"))
+    rank: int = Field(0, ge=0)
+    world_size: int = Field(1, ge=1)
 
-    def __post_init__(self):
+    @field_validator("resize")
+    @classmethod
+    def _resize_policy(cls, resize: str) -> str:
+        if resize not in RESIZE_POLICIES:
+            raise ValueError(f"one of {RESIZE_POLICIES}")
+        return resize
+
+    @field_validator("clip_crop")
+    @classmethod
+    def _crop_policy(cls, crop: str) -> str:
+        if crop not in CROP_POLICIES:
+            raise ValueError(f"one of {CROP_POLICIES}")
+        return crop
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: tuple[str, ...]) -> tuple[str, ...]:
+        if not metrics or set(metrics) - set(METRICS):
+            raise ValueError(f"a comma list of {METRICS}")
+        return metrics
+
+    @field_validator("world_size")
+    @classmethod
+    def _rank_in_world(cls, world_size: int, info) -> int:
+        if info.data.get("rank", 0) >= world_size:
+            raise ValueError(f"must be above rank ({info.data.get('rank')})")
+        return world_size
+
+    @model_validator(mode="after")
+    def _one_source_and_fvd_inputs(self) -> "EvalConfig":
         if (self.checkpoint is None) == (self.videos is None):
             raise ValueError("give exactly one of --checkpoint RUN (generate and score) and --videos "
                              "DIR_OR_SHARDS (score existing videos)")
-        if self.resize not in RESIZE_POLICIES:
-            raise ValueError(f"--resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
-        if self.clip_crop not in CROP_POLICIES:
-            raise ValueError(f"--clip-crop must be one of {CROP_POLICIES}, got {self.clip_crop!r}")
-        unknown = set(self.metrics) - set(METRICS)
-        if unknown or not self.metrics:
-            raise ValueError(f"--metrics must be a comma list of {METRICS}, got {','.join(self.metrics)}")
         if "fvd" in self.metrics and (self.real is None or self.i3d is None):
             raise ValueError("FVD needs --real 'SHARDS' (real clips) and --i3d PATH (the I3D detector); "
                              "pass --metrics clipsim to score CLIPSIM only")
-        for name in ("num_samples", "real_count", "steps", "batch_size", "score_batch", "world_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"--rank must be in [0, {self.world_size}), got {self.rank}")
+        return self
+
+    @classmethod
+    def build(cls, **values) -> "EvalConfig":
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            raise ConfigError(_format_errors(err)) from None
 
 
 # ------------------------------------------------------------------------------------------- generation
@@ -251,9 +281,9 @@ def evaluate(cfg: EvalConfig) -> dict | None:
     if cfg.checkpoint is not None:
         prompts, per_prompt = load_prompts(cfg.prompts, cfg.annotations)
         if cfg.num_samples is None:
-            cfg = replace(cfg, num_samples=protocol_size(cfg.prompts, prompts, per_prompt, FVD_CLIPS))
+            cfg = cfg.model_copy(update={"num_samples": protocol_size(cfg.prompts, prompts, per_prompt, FVD_CLIPS)})
     elif cfg.num_samples is None:
-        cfg = replace(cfg, num_samples=FVD_CLIPS)
+        cfg = cfg.model_copy(update={"num_samples": FVD_CLIPS})
     report: dict = {"num_samples": cfg.num_samples}
     if cfg.checkpoint is not None:
         samples = build_samples(prompts, per_prompt, cfg.num_samples, cfg.seed)
