@@ -2,7 +2,7 @@
 name): near-duplicates found clip by clip and nothing else, the clip-caption and aesthetic scores equal a
 direct computation with the tiny random CLIP and head, the filter keeps exactly what pyarrow computes, a killed
 pass resumes; FAISS range search finds the exact search's pairs. Curating the OUT takes minutes on two
-shared cores: the tests that read it are slow.
+shared cores: the tests that read it are slow."""
 from __future__ import annotations
 
 import io
