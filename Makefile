@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 SAMPLE  := data/sample_videos
 OUT     := data/sample
 
-.PHONY: install shards train test test-fast bench bench-models clean
+.PHONY: install shards train test test-fast bench bench-models bench-gpu clean
 
 install: .venv/.installed
 
@@ -60,6 +60,11 @@ bench-models: install
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_resume.py
 	$(PY) bench/bench_writer.py
+
+# The prepared GPU check (docs/gpu_check.md): at most 8 minutes on one H200-class GPU, each part timed out on
+# its own and written to bench/results/gpu.json as it ends. On CPU: make bench-gpu ARGS=--dry-run
+bench-gpu: install
+	$(PY) bench/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf data/sample data/bench $(TRAIN_RUN)

@@ -29,7 +29,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hdvg.blip2 import Blip2Captioner, KeyframePreprocessor, Weights  # noqa: E402
-from tests.blip2_builders import random_blip2, save_random_blip2  # noqa: E402
+from hdvg.blip2_random import random_blip2, save_random_blip2  # noqa: E402
 from hdvg.captioning import caption_stream  # noqa: E402
 from hdvg.config import CaptionConfig  # noqa: E402
 

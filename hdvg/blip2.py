@@ -147,8 +147,11 @@ class Blip2Captioner:
 
     def generate_kwargs(self) -> dict:
         c = self.cfg
-        return dict(do_sample=False, num_beams=c.num_beams, max_new_tokens=c.max_new_tokens,
-                    min_new_tokens=c.min_new_tokens, repetition_penalty=c.repetition_penalty)
+        kwargs = dict(do_sample=False, num_beams=c.num_beams, max_new_tokens=c.max_new_tokens,
+                      min_new_tokens=c.min_new_tokens, repetition_penalty=c.repetition_penalty)
+        if c.kv_cache == "static":  # fixed shapes: transformers compiles the decoding step on a GPU
+            kwargs["cache_implementation"] = "static"
+        return kwargs
 
     def __call__(self, pixels: np.ndarray) -> list[str]:
         import torch

@@ -103,6 +103,9 @@ class CaptionConfig(_Section):
     max_new_tokens: int = Field(30, ge=1, description="caption length limit in tokens")
     min_new_tokens: int = Field(8, ge=0, description="caption minimum length in tokens")
     repetition_penalty: float = Field(1.0, gt=0, description="penalty on repeated tokens (1: none)")
+    kv_cache: Literal["dynamic", "static"] = Field(
+        "dynamic", description="generation's key/value cache: 'static' preallocates it, which lets transformers "
+        "compile the decoding step on a GPU (same captions; bench/gpu_check.py measures both)")
     num_actors: int = Field(1, ge=1, description="size of the captioner actor pool")
     num_gpus: float | None = Field(None, ge=0, description="GPUs per captioner actor, fractions allowed "
                                    "(unset: 1 when the cluster has GPUs, else 0: CPU, slow but correct)")

@@ -161,7 +161,8 @@ def _evaluation(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     ev.add_argument("--clip", metavar="PATH", help="CLIP folder or hub name (default openai/clip-vit-base-patch32)")
     ev.add_argument("--metrics", default="fvd,clipsim", help="comma list of fvd, clipsim (default both)")
     ev.add_argument("--num-samples", type=int, metavar="N",
-                    help="samples generated and scored (default 2048; the UCF-101 protocol is 10100)")
+                    help="samples generated and scored (default: the protocol of ucf101, 10100, and msrvtt, "
+                         "one per video; 2048 otherwise)")
     ev.add_argument("--real-count", type=int, metavar="N", help="real clips for FVD (default --num-samples)")
     ev.add_argument("--resize", help="FVD 224x224 policy: full | center-crop (default full)")
     ev.add_argument("--clip-crop", help="CLIPSIM policy: center-crop | full (default center-crop)")

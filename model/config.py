@@ -50,6 +50,9 @@ class UNetConfig:
     fusion_head_dim: int = 64
     # Addition mode (False: Swap-CA skipped, z = t + s) trains stages 1-2; stage 3 turns Swap-CA on (D.1).
     fusion_enabled: bool = True
+    # Skip connections between temporal modules separated by a spatial down/up-sampler (Sec. 4: "connect
+    # temporal modules separated by spatial down/upsampling modules"; appendix C.3 turns them off for images).
+    temporal_skips: bool = True
 
     def __post_init__(self) -> None:
         # JSON round trips give lists; the dataclass holds tuples.
@@ -83,6 +86,9 @@ class UNetConfig:
             raise bad("fusion_attention", f"must be one of {FUSION_ATTENTIONS}")
         if len(self.window) != 3 or any(not isinstance(w, int) or w < 1 for w in self.window):
             raise bad("window", "must be three positive integers (frames, height, width)")
+        for name in ("use_linear_projection", "fusion_enabled", "temporal_skips"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "must be true or false")
         if not 0.0 <= self.temporal_conv_dropout < 1.0:
             raise bad("temporal_conv_dropout", "must be in [0, 1)")
         if self.norm_eps <= 0:

@@ -530,11 +530,12 @@ class Clip:
 
 
 def iter_clips(pattern: str | list[str], num_frames: int = 16, size: tuple[int, int] | None = None,
-               split: bool = True) -> Iterator[Clip]:
+               split: bool = True, short_clips: list[str] | None = None) -> Iterator[Clip]:
     """Each clip once, in shard order: its central `num_frames` frames (uint8), full frame or resized to
     cover size=(width, height) and centre-cropped. Under torchrun / in DataLoader workers the shards are
     split by node then worker (`split=False` reads all). Raises `ClipTooShort` / `Undecodable` naming the
-    clip: an evaluation set must not silently lose clips."""
+    clip: an evaluation set must not silently lose clips. Given a `short_clips` list, a clip under
+    `num_frames` frames is left out and its id appended there instead (FVD's reference set, appendix D.3)."""
     from webdataset import split_by_node, split_by_worker
 
     urls = expand_shards(pattern) if isinstance(pattern, str) else list(pattern)
@@ -553,6 +554,9 @@ def iter_clips(pattern: str | list[str], num_frames: int = 16, size: tuple[int, 
             finally:
                 video.close()
         except SkipSample as exc:
+            if short_clips is not None and isinstance(exc, ClipTooShort):
+                short_clips.append(clip_id)
+                continue
             raise type(exc)(f"clip {clip_id}: {exc}") from exc
         if size:
             frames = center_crop(frames, *size)

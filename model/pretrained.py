@@ -1,10 +1,10 @@
 """Start the video U-Net from a pretrained diffusers U-Net (Sec. 4.3: the paper partially loads ModelScope).
 
 Two sources: a `UNet3DConditionModel` folder (ModelScope's text-to-video U-Net, diffusers format) gives every
-tensor but the fusions; a `UNet2DConditionModel` folder (a Stable Diffusion image U-Net) gives the spatial
-modules. Names map explicitly (`source_name`), shapes are checked, attention head splits are checked (they shape
-no tensor but change the result), and every new layer's output projection is zeroed, so the loaded model computes
-what the source computes: ModelScope exactly, or the image U-Net frame by frame."""
+tensor but the fusions and the temporal skips; a `UNet2DConditionModel` folder (a Stable Diffusion image U-Net)
+gives the spatial modules. Names map explicitly (`source_name`), shapes are checked, attention head splits are
+checked (they shape no tensor but change the result), and every new layer's output projection is zeroed, so the
+loaded model computes what the source computes: ModelScope exactly, or the image U-Net frame by frame."""
 from __future__ import annotations
 
 import re
@@ -26,9 +26,10 @@ _SPATIAL = re.compile(r"(conv_in|time_embedding|conv_norm_out|conv_out"
 # ModelScope's temporal modules, under the same name in a UNet3DConditionModel only.
 _TEMPORAL = re.compile(r"(transformer_in|(down_blocks|up_blocks|mid_block)(\.\d+)?\.(temp_convs|temp_attentions))\.")
 # The output layer of each module that starts as the identity (a zero output is "no change"): temporal conv's
-# last conv, the temporal transformers' proj_out, the 1x1x1 merges, Swap-CA's Proj_out.
+# last conv, the temporal transformers' proj_out, the 1x1x1 merges, Swap-CA's Proj_out, the temporal skips'
+# projections (no diffusers U-Net has temporal skips).
 _ZERO_WHEN_NEW = re.compile(r"(temp_convs\.\d+\.conv4\.3|temp_attentions\.\d+\.proj_out|transformer_in\.proj_out"
-                            r"|fusions\.\d+\.conv|fusions\.\d+\.proj_out)\.(weight|bias)$")
+                            r"|fusions\.\d+\.conv|fusions\.\d+\.proj_out|temporal_skip\.proj)\.(weight|bias)$")
 FORMATS = {"UNet3DConditionModel": UNet3DConditionModel, "UNet2DConditionModel": UNet2DConditionModel}
 
 

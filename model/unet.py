@@ -4,9 +4,11 @@ Each layer runs ModelScope's sequence ResBlock -> temporal conv -> spatial trans
 cross-attention, per frame) -> temporal transformer (self-attention per pixel). Its spatial features s are the
 output of the spatial part and its temporal features t what the last temporal module adds to them, so
 z = s + t is exactly ModelScope's layer; the layer closes with a fusion of s and t: Swap-CA on the last layer of
-every encoder and decoder block, a zero-initialised 1x1x1 merge elsewhere. Frames fold into the batch
-(B*F, C, H, W) for the 2D layers; the temporal layers unfold them. Module names follow diffusers' U-Nets
-(`down_blocks.1.attentions.0...`) so pretrained weights map by name (model/pretrained.py)."""
+every encoder and decoder block, a zero-initialised 1x1x1 merge elsewhere. Temporal skip connections carry t of
+a block's last layer across its down/up-sampler to the next block's first layer (model/temporal_skip.py).
+Frames fold into the batch (B*F, C, H, W) for the 2D layers; the temporal layers unfold them. Module names
+follow diffusers' U-Nets (`down_blocks.1.attentions.0...`) so pretrained weights map by name
+(model/pretrained.py)."""
 from __future__ import annotations
 
 import torch
@@ -19,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from model.config import UNetConfig
 from model.swapca import MergeConv, SwapCrossAttention3D, build_fusion
+from model.temporal_skip import TemporalSkip
 
 
 def _temporal_transformer(cfg: UNetConfig, channels: int, heads: int, head_dim: int) -> TransformerTemporalModel:
@@ -33,10 +36,12 @@ def _temporal_transformer(cfg: UNetConfig, channels: int, heads: int, head_dim: 
 class VideoBlock(nn.Module):
     """A run of layers at one resolution, then an optional 2x down- or up-sampler. Layer i has in_channels[i]
     inputs (after concatenating its skip, in the decoder) and `attention[i]` says whether it has the spatial and
-    temporal transformers. `fusions[i]` closes layer i."""
+    temporal transformers. `fusions[i]` closes layer i. `temporal_skip_from` is the width of the previous block's
+    temporal features when a temporal skip connection arrives at this block's first layer."""
 
     def __init__(self, cfg: UNetConfig, in_channels: list[int], out_channels: int, temb_channels: int,
-                 attention: list[bool], fusions: list[nn.Module], resample: str | None = None):
+                 attention: list[bool], fusions: list[nn.Module], resample: str | None = None,
+                 temporal_skip_from: int | None = None):
         super().__init__()
         heads = out_channels // cfg.attention_head_dim
         self.layer_attention = attention
@@ -53,6 +58,7 @@ class VideoBlock(nn.Module):
         self.temp_attentions = nn.ModuleList(
             _temporal_transformer(cfg, out_channels, heads, cfg.attention_head_dim) for a in attention if a)
         self.fusions = nn.ModuleList(fusions)
+        self.temporal_skip = None if temporal_skip_from is None else TemporalSkip(temporal_skip_from, out_channels)
         self.downsamplers = self.upsamplers = None
         if resample == "down":
             self.downsamplers = nn.ModuleList([Downsample2D(out_channels, use_conv=True, out_channels=out_channels,
@@ -62,8 +68,9 @@ class VideoBlock(nn.Module):
         self.gradient_checkpointing = False
 
     def layer(self, i: int, x: torch.Tensor, temb: torch.Tensor, text: torch.Tensor, num_frames: int,
-              images: bool) -> torch.Tensor:
-        """Layer i on (B*F, C_in, H, W) -> (B*F, C, H, W); images mode runs its spatial modules only."""
+              images: bool, skipped_t: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Layer i on (B*F, C_in, H, W) -> z (B*F, C, H, W) and its temporal features t (None in images mode,
+        which runs the spatial modules only). `skipped_t`, the previous block's t, joins t before the fusion."""
         h = self.resnets[i](x, temb)
         if self.layer_attention[i]:
             j = sum(self.layer_attention[:i])
@@ -71,35 +78,41 @@ class VideoBlock(nn.Module):
                 h = self.temp_convs[i](h, num_frames=num_frames)
             s = self.attentions[j](h, encoder_hidden_states=text, return_dict=False)[0]
             if images:
-                return s
+                return s, None
             t = self.temp_attentions[j](s, num_frames=num_frames, return_dict=False)[0] - s
         else:
             s = h
             if images:
-                return s
+                return s, None
             t = self.temp_convs[i](s, num_frames=num_frames) - s
-        return self.fusions[i](s, t, num_frames)
+        if skipped_t is not None:
+            t = t + self.temporal_skip(skipped_t, s.shape[-2:])
+        return self.fusions[i](s, t, num_frames), t
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor, text: torch.Tensor, num_frames: int, images: bool,
-                skips: list[torch.Tensor] | None = None, upsample_size: tuple[int, int] | None = None
-                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Encoder (skips None): returns h and the skip outputs (every layer, then the down-sampled h).
-        Decoder: pops one skip per layer from the end of `skips`, up-samples to `upsample_size` (odd sizes)."""
+                skips: list[torch.Tensor] | None = None, upsample_size: tuple[int, int] | None = None,
+                skipped_t: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """Encoder (skips None): returns h, the skip outputs (every layer, then the down-sampled h) and the last
+        layer's t. Decoder: pops one skip per layer from the end of `skips`, up-samples to `upsample_size` (odd
+        sizes). `skipped_t` is the previous block's last t; it is used when this block has a temporal skip."""
         outputs = []
+        t = skipped_t if self.temporal_skip is not None else None
         for i in range(len(self.resnets)):
             if skips is not None:
                 x = torch.cat([x, skips.pop()], dim=1)
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(self.layer, i, x, temb, text, num_frames, images, use_reentrant=False)
+                x, t = checkpoint(self.layer, i, x, temb, text, num_frames, images, t if i == 0 else None,
+                                  use_reentrant=False)
             else:
-                x = self.layer(i, x, temb, text, num_frames, images)
+                x, t = self.layer(i, x, temb, text, num_frames, images, t if i == 0 else None)
             outputs.append(x)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
             outputs.append(x)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x, upsample_size)
-        return x, outputs
+        return x, outputs, t
 
 
 class VideoUNet(nn.Module):
@@ -132,7 +145,8 @@ class VideoUNet(nn.Module):
             ins = [channels[max(i - 1, 0)]] + [width] * (cfg.layers_per_block - 1)
             self.down_blocks.append(VideoBlock(
                 cfg, ins, width, temb_channels, [cfg.attention_levels[i]] * cfg.layers_per_block,
-                fusions(width, cfg.layers_per_block), resample="down" if i < levels - 1 else None))
+                fusions(width, cfg.layers_per_block), resample="down" if i < levels - 1 else None,
+                temporal_skip_from=channels[i - 1] if cfg.temporal_skips and i > 0 else None))
         mid = channels[-1]
         # ModelScope's mid block: a layer with both transformers, then ResBlock + temporal conv.
         self.mid_block = VideoBlock(cfg, [mid, mid], mid, temb_channels, [True, False],
@@ -150,7 +164,8 @@ class VideoUNet(nn.Module):
             ins = [(prev if j == 0 else width) + skip_widths.pop() for j in range(layers)]
             self.up_blocks.append(VideoBlock(
                 cfg, ins, width, temb_channels, [reversed_attention[i]] * layers, fusions(width, layers),
-                resample="up" if i < levels - 1 else None))
+                resample="up" if i < levels - 1 else None,
+                temporal_skip_from=prev if cfg.temporal_skips and i > 0 else None))
             prev = width
         self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, channels[0], eps=cfg.norm_eps)
         self.conv_act = nn.SiLU()
@@ -196,14 +211,19 @@ class VideoUNet(nn.Module):
         if not images:
             h = self.transformer_in(h, num_frames=num_frames, return_dict=False)[0]
         skips = [h]
+        # Each block but the last of the encoder and of the decoder ends in a resampler; its last t skips across
+        # it to the next block of the same path (never into or out of the mid block, which no resampler borders).
+        t = None
         for block in self.down_blocks:
-            h, outputs = block(h, temb, text, num_frames, images)
+            h, outputs, t = block(h, temb, text, num_frames, images, skipped_t=t)
             skips += outputs
-        h, _ = self.mid_block(h, temb, text, num_frames, images)
+        h, _, _ = self.mid_block(h, temb, text, num_frames, images)
+        t = None
         for block in self.up_blocks:
             # The encoder's size at the next level up, so odd sides (43 -> 22 -> 11 -> 6) come back exactly.
             upsample_size = skips[-len(block.resnets) - 1].shape[-2:] if block.upsamplers is not None else None
-            h, _ = block(h, temb, text, num_frames, images, skips=skips, upsample_size=upsample_size)
+            h, _, t = block(h, temb, text, num_frames, images, skips=skips, upsample_size=upsample_size,
+                            skipped_t=t)
         h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
         return h.view(b, num_frames, -1, height, width).permute(0, 2, 1, 3, 4)  # (B, C, F, H, W)
 
@@ -217,4 +237,7 @@ def parameter_count(cfg: UNetConfig) -> int:
 if __name__ == "__main__":
     # python -m model.unet: the paper preset's size (Table 2: 1.48 G without Swap-CA, 1.60 G with).
     for fusion in ("none", "swap"):
-        print(f"UNetConfig.paper(fusion={fusion!r}): {parameter_count(UNetConfig.paper(fusion=fusion)) / 1e9:.3f} G")
+        for temporal_skips in (False, True):
+            count = parameter_count(UNetConfig.paper(fusion=fusion, temporal_skips=temporal_skips))
+            print(f"UNetConfig.paper(fusion={fusion!r}, temporal_skips={temporal_skips}): {count:,} "
+                  f"({count / 1e9:.3f} G)")

@@ -23,7 +23,7 @@ from hdvg.config import CaptionConfig, ConfigError, build_config
 from hdvg.contract import INDEX_DIR, SHARDS_DIR
 from hdvg.recaption import CAPTIONS_DIR, read_captions, recaption
 from hdvg.validate import validate
-from tests.blip2_builders import save_random_blip2
+from hdvg.blip2_random import save_random_blip2
 
 MISSING = "Salesforce/blip2-opt-2.7b"
 
@@ -102,6 +102,13 @@ def test_generation_settings_reach_the_model(tiny_model):
     short = direct_captions(tiny_model, frames, num_beams=1, min_new_tokens=1, max_new_tokens=2)
     long = direct_captions(tiny_model, frames, num_beams=1, min_new_tokens=12, max_new_tokens=12)
     assert all(len(s) < len(x) for s, x in zip(short, long))
+
+
+@pytest.mark.parametrize("num_beams", [1, 5])
+def test_a_static_cache_gives_the_same_captions(tiny_model, num_beams):
+    frames = jpegs(5, seed=4)
+    dynamic = direct_captions(tiny_model, frames, num_beams=num_beams)
+    assert direct_captions(tiny_model, frames, num_beams=num_beams, kv_cache="static") == dynamic
 
 
 def test_a_prompt_is_continued_and_cut_off(tiny_model):

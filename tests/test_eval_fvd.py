@@ -169,6 +169,29 @@ def test_a_clip_shorter_than_16_frames_is_rejected_naming_it(tmp_path):
         read_clip_file(tmp_path / "short.mp4")
 
 
+def test_real_clips_under_16_frames_are_left_out_of_fvd_and_counted(scripted_i3d, tmp_path):
+    import json
+    import tarfile
+
+    from hdvg.cli import main as hdvg
+
+    with tarfile.open(tmp_path / "real-000000.tar", "w") as tar:
+        for key, frames in (("clip0", 20), ("clip1", 10), ("clip2", 18)):
+            write_numbered_clip(tmp_path / f"{key}.mp4", frames)
+            tar.add(tmp_path / f"{key}.mp4", arcname=f"{key}.mp4")
+    (tmp_path / "generated").mkdir()
+    for key in ("a", "b"):
+        write_numbered_clip(tmp_path / "generated" / f"{key}.mp4", 16)
+    args = ["eval", "--videos", str(tmp_path / "generated"), "--real", str(tmp_path / "real-000000.tar"),
+            "--i3d", str(scripted_i3d), "--metrics", "fvd", "--real-count", "5",
+            "--stats-cache", str(tmp_path / "cache")]
+    for run in ("first", "cached"):
+        assert hdvg(args + ["--output", str(tmp_path / run)]) == 0
+        (fvd,) = json.loads((tmp_path / run / "report.json").read_text())["metrics"]
+        assert fvd["real_clips"] == 2 and fvd["real_short_clips_left_out"] == 1 and fvd["generated_clips"] == 2
+        assert fvd["real_stats"]["cached"] == (run == "cached")
+
+
 def test_resize_policies_on_a_16_9_frame():
     frame = np.zeros((1, 180, 320, 3), np.uint8)
     frame[:, :, :40] = 255  # a white band on the left, outside the central square

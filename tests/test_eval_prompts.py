@@ -3,32 +3,23 @@ files of ../shared/data, and the interleaved, seeded samples built from them."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
-from model.eval.prompts import (build_samples, load_prompts, msrvtt_prompts, ucf101_prompts, webvid_prompts)
+from model.eval.prompts import (PROMPTS_DIR, build_samples, load_prompts, msrvtt_prompts, protocol_size,
+                                ucf101_prompts, video_order, webvid_prompts)
 from tests.conftest import shared_file
 
-# UCF-101's ucfTrainTestlist/classInd.txt, in its order
-UCF101_CLASSES = """ApplyEyeMakeup ApplyLipstick Archery BabyCrawling BalanceBeam BandMarching BaseballPitch Basketball
-BasketballDunk BenchPress Biking Billiards BlowDryHair BlowingCandles BodyWeightSquats Bowling BoxingPunchingBag
-BoxingSpeedBag BreastStroke BrushingTeeth CleanAndJerk CliffDiving CricketBowling CricketShot CuttingInKitchen Diving
-Drumming Fencing FieldHockeyPenalty FloorGymnastics FrisbeeCatch FrontCrawl GolfSwing Haircut Hammering HammerThrow
-HandstandPushups HandstandWalking HeadMassage HighJump HorseRace HorseRiding HulaHoop IceDancing JavelinThrow
-JugglingBalls JumpingJack JumpRope Kayaking Knitting LongJump Lunges MilitaryParade Mixing MoppingFloor Nunchucks
-ParallelBars PizzaTossing PlayingCello PlayingDaf PlayingDhol PlayingFlute PlayingGuitar PlayingPiano PlayingSitar
-PlayingTabla PlayingViolin PoleVault PommelHorse PullUps Punch PushUps Rafting RockClimbingIndoor RopeClimbing Rowing
-SalsaSpin ShavingBeard Shotput SkateBoarding Skiing Skijet SkyDiving SoccerJuggling SoccerPenalty StillRings
-SumoWrestling Surfing Swing TableTennisShot TaiChi TennisSwing ThrowDiscus TrampolineJumping Typing UnevenBars
-VolleyballSpiking WalkingWithDog WallPushups WritingOnBoard YoYo""".split()
 
-
-def test_ucf101_prompts_are_the_101_classes_in_order():
+def test_ucf101_prompts_are_the_papers_sentences_as_printed():
     prompts = ucf101_prompts()
     assert len(prompts) == 101 == len(set(prompts))
-    assert prompts == [" ".join(re.findall(r"[A-Z][a-z]*", name)) for name in UCF101_CLASSES]
-    assert prompts[0] == "Apply Eye Makeup" and prompts[-1] == "Yo Yo"
+    assert prompts[0] == "A person is applying eye makeup." and prompts[-1] == "A person is playing YoYo."
+    assert "A person is doing golf swing ." in prompts  # the appendix's spacing, kept
+    # The shipped file is the appendix D.3 list byte for byte (../shared holds it as printed).
+    shared = shared_file("metadata/videofactory/ucf101_prompts_appendix_d3.txt")
+    assert (PROMPTS_DIR / "ucf101.txt").read_bytes() == shared.read_bytes()
+    assert prompts == shared.read_text(encoding="utf-8").splitlines()
 
 
 def test_ucf101_protocol_is_100_samples_per_prompt_interleaved_and_seeded():
@@ -47,12 +38,31 @@ def test_msrvtt_one_caption_per_video_drawn_with_seed_42():
     entries = {e["video"].removesuffix(".mp4"): e["caption"] for e in json.loads(path.read_text())}
     prompts = msrvtt_prompts(path)
     assert len(prompts) == 300
-    for (video, captions), prompt in zip(sorted(entries.items()), prompts):
+    for (video, captions), prompt in zip(sorted(entries.items(), key=lambda e: video_order(e[0])), prompts):
         assert prompt in captions
     assert msrvtt_prompts(path) == prompts  # deterministic
     assert msrvtt_prompts(path, seed=0) != prompts  # and the draw really depends on the seed
     jsfusion = msrvtt_prompts(shared_file("metadata/msrvtt/MSRVTT_JSFUSION_test_semicolon.csv"))
     assert len(jsfusion) == 1000 and "a little girl does gymnastics" in jsfusion
+
+
+def test_msrvtt_videos_come_in_numeric_order(tmp_path):
+    entries = [{"video": f"video{n}.mp4", "caption": [f"caption of {n}"]} for n in (100, 9, 10, 7010)]
+    (tmp_path / "test.json").write_text(json.dumps(entries))
+    assert msrvtt_prompts(tmp_path / "test.json") == [f"caption of {n}" for n in (9, 10, 100, 7010)]
+    sentences = {"sentences": [{"video_id": f"video{n}", "caption": f"c{n}"} for n in (11, 2)]}
+    (tmp_path / "official.json").write_text(json.dumps(sentences))
+    assert msrvtt_prompts(tmp_path / "official.json") == ["c2", "c11"]
+
+
+def test_default_sample_counts_follow_the_protocol(tmp_path):
+    prompts, per_prompt = load_prompts("ucf101")
+    assert protocol_size("ucf101", prompts, per_prompt, 2048) == 10_100
+    annotations = shared_file("metadata/msrvtt/panda70m_msrvtt_caption_test_first300.json")
+    prompts, per_prompt = load_prompts("msrvtt", annotations)
+    assert protocol_size("msrvtt", prompts, per_prompt, 2048) == 300  # one per test video (2,990 in full)
+    (tmp_path / "mine.txt").write_text("a cat\na dog\n")
+    assert protocol_size(str(tmp_path / "mine.txt"), *load_prompts(str(tmp_path / "mine.txt")), 2048) == 2048
 
 
 def test_webvid_captions_from_a_csv_and_clear_errors(tmp_path):

@@ -216,3 +216,36 @@ def test_youtube_readiness_names_what_is_missing(tmp_path):
     assert ready["js_runtime"].startswith("deno ") and ready["challenge_providers"] == ["deno"]
     with pytest.raises(YouTubeNotReady, match=r"no usable JS runtime \(no Deno at .*/nowhere/deno\)"):
         youtube_readiness(SourceConfig(js_runtime=str(tmp_path / "nowhere" / "deno")))
+
+
+def declared_requirements() -> set[str]:
+    """Distribution names pyproject.toml declares, base and every extra."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    return {Requirement(spec).name.lower().replace("_", "-") for spec in specs}
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    import ast
+    from importlib.metadata import packages_distributions
+
+    distributions = packages_distributions()
+    declared = declared_requirements()
+    undeclared = {}
+    for package in ("hdvg", "pipelines", "model"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in sys.stdlib_module_names or top in ("hdvg", "pipelines", "model"):
+                        continue
+                    dists = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+                    if not dists & declared:
+                        undeclared[top] = str(path.relative_to(ROOT))
+    assert undeclared == {}

@@ -74,13 +74,19 @@ def test_modelscope_unet_loads_what_the_report_says(tmp_path, capsys):
 
     theirs, ours = video_unet.state_dict(), unet.state_dict()
     assert sorted(report.loaded) == sorted(theirs) and not report.unused
-    assert report.new == [n for n in ours if ".fusions." in n]
+    assert report.new == [n for n in ours if ".fusions." in n or ".temporal_skip." in n]
+    assert any(".temporal_skip." in n for n in report.new)  # UNetConfig.tiny() has temporal skips
+    assert all(n in report.zeroed for n in report.new if ".temporal_skip." in n)
     assert all(torch.equal(ours[n], theirs[n]) for n in report.loaded)
     assert report.zeroed and all(not ours[n].any() for n in report.zeroed)
     sample, timestep, text = _inputs(frames=3)
     with torch.no_grad():
         diff = (unet(sample, timestep, text) - video_unet(sample, timestep, text).sample).abs().max().item()
-    assert diff < 1e-5
+    assert diff == 0  # exactly ModelScope: every new layer (fusions, temporal skips) starts at zero
+    # The loaded temporal modules carry features, so the new temporal skips learn from the first step.
+    unet(sample, timestep, text).square().mean().backward()
+    skips = [m for n, m in unet.named_modules() if n.endswith("temporal_skip")]
+    assert skips and all(m.proj.weight.grad.abs().sum() > 0 for m in skips)
 
 
 def test_sources_that_do_not_fit_are_refused(tmp_path):

@@ -162,5 +162,69 @@ def test_config_round_trip_and_errors_name_the_field():
 def test_paper_parameter_count():
     # Table 2: 1.48 G without Swap-CA, 1.60 G with; the gap is the eight Swap-CA blocks minus their merges.
     base, swap = parameter_count(UNetConfig.paper(fusion="none")), parameter_count(UNetConfig.paper())
-    print(f"paper config: {base / 1e9:.3f} G without Swap-CA, {swap / 1e9:.3f} G with")
+    plain = parameter_count(UNetConfig.paper(temporal_skips=False))
+    print(f"paper config: {base / 1e9:.3f} G without Swap-CA, {swap / 1e9:.3f} G with "
+          f"({swap:,} with temporal skips, {plain:,} without)")
     assert 1.40e9 < base < 1.50e9 and 0.11e9 < swap - base < 0.13e9
+    # Six skips (three across down-samplers, three across up-samplers): 1x1 convs 320<->640 and 640<->1280,
+    # per-channel scales at 1280 -> 1280.
+    down = (320 * 640 + 640) + (640 * 1280 + 1280) + (1280 + 1280)
+    up = (1280 + 1280) + (1280 * 640 + 640) + (640 * 320 + 320)
+    assert swap - plain == down + up
+
+
+# ---------------------------------------------------------------- temporal skip connections (Sec. 4)
+
+def _temporal_skips(unet: VideoUNet) -> list[torch.nn.Module]:
+    return [m for n, m in unet.named_modules() if n.endswith("temporal_skip")]
+
+
+def _carry_temporal_features(unet: VideoUNet, seed: int = 5) -> None:
+    """Temporal modules away from their zero start, as after loading ModelScope; everything else unchanged."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if ("temp_" in name or "transformer_in" in name) and "temporal_skip" not in name:
+                p.add_(0.2 * torch.randn(p.shape, generator=g))
+
+
+def test_temporal_skips_cross_each_resampler_and_start_at_zero():
+    cfg = UNetConfig.tiny()
+    unet = VideoUNet(cfg)
+    levels = len(cfg.block_out_channels)
+    names = [n for n, _ in unet.named_modules() if n.endswith("temporal_skip")]
+    assert names == [f"down_blocks.{i}.temporal_skip" for i in range(1, levels)] + \
+                    [f"up_blocks.{i}.temporal_skip" for i in range(1, levels)]
+    assert all(not p.any() for m in _temporal_skips(unet) for p in m.parameters())
+    assert not _temporal_skips(VideoUNet(UNetConfig.tiny(temporal_skips=False)))
+    with pytest.raises(ValueError, match="UNetConfig.temporal_skips"):
+        UNetConfig.tiny(temporal_skips=1)
+
+
+def test_temporal_skips_get_a_gradient_once_the_temporal_modules_carry_features():
+    torch.manual_seed(6)
+    unet = VideoUNet(UNetConfig.tiny(temporal_conv_dropout=0.0))
+    sample, timestep, text = _inputs(frames=3, height=12, width=13)
+    unet(sample, timestep, text).square().mean().backward()
+    # From scratch the temporal modules add nothing (t = 0): only the skips' biases learn.
+    assert all(not m.proj.weight.grad.any() for m in _temporal_skips(unet))
+    unet.zero_grad()
+    _carry_temporal_features(unet)
+    unet(sample, timestep, text).square().mean().backward()
+    for m in _temporal_skips(unet):
+        assert m.proj.weight.grad.abs().sum() > 0 and m.proj.bias.grad.abs().sum() > 0
+
+
+def test_temporal_skips_change_videos_and_never_images():
+    torch.manual_seed(7)
+    unet = VideoUNet(UNetConfig.tiny(temporal_conv_dropout=0.0)).eval()
+    _carry_temporal_features(unet)
+    video, timestep, text = _inputs(frames=3, height=12, width=13)
+    image = video[:, :, :1]
+    with torch.no_grad():
+        before_video, before_image = unet(video, timestep, text), unet(image, timestep, text, images=True)
+        for m in _temporal_skips(unet):
+            _randomise(m, seed=8)
+        after_video, after_image = unet(video, timestep, text), unet(image, timestep, text, images=True)
+    assert not torch.allclose(before_video, after_video, atol=1e-3)
+    assert torch.equal(before_image, after_image)

@@ -59,16 +59,22 @@ def real_stats_key(shards: list[str], count: int, detector_sha256: str, policy: 
 
 
 def real_stats(shards: list[str], clips: Iterable[np.ndarray], detector: I3DDetector, detector_sha256: str,
-               policy: str, count: int, cache_dir: Path, batch_size: int = 8) -> tuple[FeatureStats, dict]:
+               policy: str, count: int, cache_dir: Path, batch_size: int = 8,
+               short_clips: list[str] | None = None) -> tuple[FeatureStats, dict]:
     """Statistics of the first `count` real clips (central 16 frames each), from `cache_dir` when they were
-    computed before from the same shards, count, detector and policy. Returns (stats, provenance); the
-    provenance says whether the cache served and how many clips there really were."""
+    computed before from the same shards, count, detector and policy. `short_clips` is the list the `clips`
+    iterator fills with the ids of clips it left out as shorter than 16 frames. Returns (stats, provenance);
+    the provenance says whether the cache served, how many clips there really were and how many short ones
+    were left out before the count was reached (`short_clips_left_out`, stored in the cache too)."""
     key = real_stats_key(shards, count, detector_sha256, policy)
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"real_{name}.npz"
     if path.is_file():
         stats, meta = FeatureStats.load(path)
+        meta["short_clips_left_out"] = int(meta.get("short_clips_left_out", 0))
         return stats, {**meta, "cache": str(path), "cached": True}
     stats = i3d_stats(detector, itertools.islice(clips, count), policy, batch_size)
-    stats.save(path, **key, clips=str(stats.count))
-    return stats, {**key, "clips": str(stats.count), "cache": str(path), "cached": False}
+    short = len(short_clips or [])
+    stats.save(path, **key, clips=str(stats.count), short_clips_left_out=str(short))
+    return stats, {**key, "clips": str(stats.count), "short_clips_left_out": short, "cache": str(path),
+                   "cached": False}

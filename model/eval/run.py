@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -26,7 +26,7 @@ from model.eval.frames import CLIP_FRAMES, RESIZE_POLICIES
 from model.eval.frechet import FeatureStats
 from model.eval.fvd import FVD_CLIPS, batches, i3d_features, real_stats
 from model.eval.i3d import KINETICS_CLASSES, I3DDetector
-from model.eval.prompts import Sample, build_samples, load_prompts
+from model.eval.prompts import Sample, build_samples, load_prompts, protocol_size
 from model.eval.report import save_grid, sha256_of, write_json
 
 MANIFEST, VIDEOS_DIR, REPORT, GRID = "samples.jsonl", "videos", "report.json", "grid.png"
@@ -46,7 +46,9 @@ class EvalConfig:
     i3d: str | None = None  # i3d_torchscript.pt or i3d_pretrained_400.pt
     clip: str = CLIPSIM_MODEL  # folder or hub name of a transformers CLIP
     metrics: tuple[str, ...] = METRICS
-    num_samples: int = FVD_CLIPS  # samples generated and scored; the UCF-101 protocol (D.3) is 10,100
+    # Samples generated and scored. None: the whole protocol of ucf101 (10,100) and msrvtt (2,990, D.3),
+    # else FVD_CLIPS (StyleGAN-V's 2048 a side).
+    num_samples: int | None = None
     real_count: int | None = None  # real clips for FVD (default: num_samples, "2048 a side")
     resize: str = "full"  # FVD's 224x224 policy: the TF FVD / StyleGAN-V resize of the whole frame
     clip_crop: str = "center-crop"  # CLIPSIM's policy: the CLIP processor's own
@@ -168,7 +170,8 @@ def iter_source(source: str) -> Iterator[Clip]:
 
 def score(cfg: EvalConfig, source: str, device: str) -> tuple[list[dict], list[np.ndarray]]:
     """FVD and/or CLIPSIM of the first `num_samples` clips of `source`; returns the metric records and the
-    clips of the grid."""
+    clips of the grid. Real clips under 16 frames are left out of FVD's reference statistics (appendix D.3
+    selects "sequences that consist of at least 16 frames") and counted in its record."""
     detector = I3DDetector(cfg.i3d, device) if "fvd" in cfg.metrics else None
     scorer = ClipScorer(cfg.clip, device, cfg.clip_crop) if "clipsim" in cfg.metrics else None
     generated = FeatureStats(KINETICS_CLASSES)
@@ -192,12 +195,15 @@ def score(cfg: EvalConfig, source: str, device: str) -> tuple[list[dict], list[n
     if detector is not None:
         shards = expand_shards(str(Path(cfg.real) / "*.tar") if Path(cfg.real).is_dir() else cfg.real)
         detector_sha = sha256_of(cfg.i3d)
-        real, provenance = real_stats(shards, (c.frames for c in iter_clips(shards, CLIP_FRAMES, split=False)),
-                                      detector, detector_sha, cfg.resize, cfg.real_count or cfg.num_samples,
-                                      Path(cfg.stats_cache), cfg.score_batch)
+        short: list[str] = []
+        real_clips = iter_clips(shards, CLIP_FRAMES, split=False, short_clips=short)
+        real, provenance = real_stats(shards, (c.frames for c in real_clips), detector, detector_sha, cfg.resize,
+                                      cfg.real_count or cfg.num_samples, Path(cfg.stats_cache), cfg.score_batch,
+                                      short_clips=short)
         records.append({
             "metric": "FVD", "value": generated.distance(real),
             "generated_clips": generated.count, "real_clips": real.count,
+            "real_short_clips_left_out": provenance["short_clips_left_out"],
             "frames": f"central {CLIP_FRAMES} of every clip (all of a {CLIP_FRAMES}-frame sample), both sides",
             "resize": cfg.resize, "detector": {"path": cfg.i3d, "kind": detector.kind, "sha256": detector_sha},
             "real_shards": shards, "real_stats": {"cache": provenance["cache"], "cached": provenance["cached"]},
@@ -227,9 +233,14 @@ def evaluate(cfg: EvalConfig) -> dict | None:
     """Run one evaluation; returns the report (None on a rank other than 0, which only generates)."""
     output = Path(cfg.output)
     device = cfg.device or default_device(cfg.rank)
-    report: dict = {"num_samples": cfg.num_samples}
     if cfg.checkpoint is not None:
         prompts, per_prompt = load_prompts(cfg.prompts, cfg.annotations)
+        if cfg.num_samples is None:
+            cfg = replace(cfg, num_samples=protocol_size(cfg.prompts, prompts, per_prompt, FVD_CLIPS))
+    elif cfg.num_samples is None:
+        cfg = replace(cfg, num_samples=FVD_CLIPS)
+    report: dict = {"num_samples": cfg.num_samples}
+    if cfg.checkpoint is not None:
         samples = build_samples(prompts, per_prompt, cfg.num_samples, cfg.seed)
         write_manifest(output, samples)
         written = generate(cfg, samples, device)

@@ -1,4 +1,4 @@
-"""Random-weight BLIP-2 checkpoints for the tests and the caption bench: built from a config (nothing is
+"""Random-weight BLIP-2 checkpoints for the tests, the caption bench and the GPU check: built from a config (nothing is
 downloaded) and saved as a user's local checkpoint, so they load through the captioner's own
 `from_pretrained` path."""
 from __future__ import annotations
