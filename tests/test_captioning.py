@@ -285,3 +285,24 @@ def test_a_captioner_error_fails_its_videos_as_transient(ray_local, tiny_model, 
     assert stats["videos_by_status"] == {"failed": 2} and stats["clips"] == 0  # never written uncaptioned
     assert all(r["reason"].startswith("caption: ") and r["failure"] == "transient" for r in rows)
     assert recover(out, retry_failed="transient")[0] == set()  # `--retry-failed` redoes them
+
+
+@pytest.mark.slow
+def test_a_hung_captioner_call_fails_its_videos_as_transient_and_the_job_ends(ray_local, tiny_model, tmp_path):
+    from hdvg.pipeline import run_curation
+    from tests.test_sources import _three_colour_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        _three_colour_video(videos / name)
+    out = tmp_path / "out"
+    # 4000 tokens by beam search on CPU: minutes per call, far past a 2 s limit
+    values = {"input": str(videos), "output": str(out), "captioner.name": "blip2", "captioner.model": str(tiny_model),
+              "captioner.num_cpus": 0.5, "captioner.call_timeout_s": 2, "captioner.max_new_tokens": 4000,
+              "captioner.min_new_tokens": 4000, "filter.min_height": 100, "encode.preset": "ultrafast"}
+    stats = run_curation(build_config(values=values))
+    rows = pq.read_table(out / "videos").to_pylist()
+    assert stats["videos_by_status"] == {"failed": 2} and stats["clips"] == 0
+    assert all(r["reason"].startswith("caption: timeout: no answer within 2 s") and r["failure"] == "transient"
+               for r in rows)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +21,15 @@ from PIL import Image
 
 from hdvg import dedup
 from hdvg.aesthetic import aesthetic_head, save_head
+from hdvg.blip2_random import save_random_blip2
 from hdvg.cli import main
 from hdvg.config import ConfigError, build_config
 from hdvg.contract import INDEX_DIR
 from hdvg.query import select
 from hdvg.recaption import committed_shards, read_shard
 from hdvg.scoring import SCORES_DIR, build_score_config, score
+from hdvg.stats import SCORE_BINS, dataset_stats, write_figures
 from model.tiny import save_tiny_clip
-from tests.blip2_builders import save_random_blip2
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,6 +104,7 @@ def test_dedup_without_weights_finds_the_copied_video_clip_by_clip_and_nothing_e
     assert {c: r["duplicate_of"] for c, r in rows.items() if r["duplicate_of"]} == \
            {c: c.replace("city_walk_copy.", "city_walk.") for c in copies}
     assert json.loads((out / SCORES_DIR / "dedup" / "run.json").read_text())["features"] == "phash"
+    assert dataset_stats(out).duplicates == len(copies)
 
 
 @pytest.mark.slow
@@ -154,7 +158,7 @@ def test_phash_cosine_counts_differing_bits():
 # -------------------------------------------------------------------------------------- model scores
 
 @pytest.mark.slow
-def test_clip_and_aesthetic_scores_equal_a_direct_computation(out, tiny_clip, tiny_head):
+def test_clip_and_aesthetic_scores_equal_a_direct_computation(out, tiny_clip, tiny_head, tmp_path):
     from transformers import CLIPModel, CLIPProcessor
 
     cfg = build_score_config(values={"scorers": "clip,aesthetic", "clip_model": str(tiny_clip), "batch_size": 2,
@@ -176,6 +180,13 @@ def test_clip_and_aesthetic_scores_equal_a_direct_computation(out, tiny_clip, ti
             txt = torch.nn.functional.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
             assert clip_rows[clip_id]["clip_score"] == pytest.approx(float((img * txt).sum()), abs=1e-5)
             assert aesthetic_rows[clip_id]["aesthetic"] == pytest.approx(float(head(img)[0, 0]), abs=1e-5)
+    stats = dataset_stats(out)  # hdvg stats draws each score's histogram from the same tables
+    drawn = write_figures(stats, tmp_path / "figures")
+    for column, rows in (("clip_score", clip_rows), ("aesthetic", aesthetic_rows)):
+        width = SCORE_BINS[column]
+        expected = Counter(round(math.floor(r[column] / width) * width, 6) for r in rows.values())
+        assert drawn[f"score_{column}"] == dict(expected) and (tmp_path / "figures" / f"score_{column}.png").exists()
+    assert stats.duplicates is None and stats.summary()["scores"]["aesthetic"]["clips"] == len(frames)
 
 
 @pytest.mark.slow
