@@ -25,31 +25,35 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
                     help="folder or hub id with vae/, text_encoder/, tokenizer/ (diffusers pipeline layout)")
     tr.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                     help="override a config field, e.g. --set optim.lr=2e-5 --set data.uncaptioned=empty")
+    tr.add_argument("--report-to", choices=("tensorboard", "wandb", "none"),
+                    help="metrics: TensorBoard events in RUN/tb/ (default), Weights & Biases, or none")
 
     def cmd_train(args: argparse.Namespace) -> int:
+        import json
         import sys
 
+        from model.checkpoint import NoLoadableCheckpoint
         from model.train import Trainer, main
         from model.train_config import load_config
 
         try:  # usage errors (a bad field, no shards, an existing RUN) in one line; training errors in full
             if args.weights and (not args.shards or len(args.weights) != len(args.shards)):
                 raise ValueError(f"--weights: give one per --shards ({len(args.shards or [])}), got {args.weights}")
-            cfg = load_config(args.config, args.set)
-            if args.shards:
-                cfg.data.shards, cfg.data.weights = list(args.shards), list(args.weights or [])
-            for name in ("steps", "pretrained", "components"):
-                if getattr(args, name) is not None:
-                    setattr(cfg, name, getattr(args, name))
-            trainer = Trainer(cfg, args.output, resume=args.resume)
-        except (ValueError, FileNotFoundError, FileExistsError) as exc:
+            # the flags as overrides (JSON is YAML): one validation, the weights checked against the shards
+            sets = list(args.set) + ([f"data.shards={json.dumps(args.shards)}",
+                                      f"data.weights={json.dumps(args.weights or [])}"] if args.shards else [])
+            sets += [f"{name}={json.dumps(getattr(args, name))}"
+                     for name in ("steps", "pretrained", "components", "report_to") if getattr(args, name) is not None]
+            trainer = Trainer(load_config(args.config, sets), args.output, resume=args.resume)
+        except (ValueError, FileNotFoundError, FileExistsError, NoLoadableCheckpoint) as exc:
             print(f"hdvg train: {exc}", file=sys.stderr)
             return 2
         return main(trainer)
 
     sv = sub.add_parser("sample-video", help="generate a 16-frame 344x192 H.264 MP4 from a prompt (DDIM)")
     sv.add_argument("prompt")
-    sv.add_argument("--checkpoint", required=True, metavar="RUN", help="a `hdvg train` run folder")
+    sv.add_argument("--checkpoint", required=True, metavar="RUN",
+                    help="a `hdvg train` run folder or a folder written by `hdvg export`")
     sv.add_argument("--output", required=True, metavar="OUT.mp4")
     sv.add_argument("--seed", type=int, default=0)
     sv.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50, appendix D.2)")
@@ -95,7 +99,29 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         print(f"hdvg encode-latents: {n} clips -> {args.output}")
         return 0
 
-    return {"train": cmd_train, "sample-video": cmd_sample_video, "encode-latents": cmd_encode_latents}
+    ex = sub.add_parser("export", help="write a run's inference weights as diffusers/safetensors folders "
+                                       "(a train run: a pipeline folder; a train-sr run: config + safetensors)")
+    ex.add_argument("run", metavar="RUN", help="a `hdvg train` or `hdvg train-sr` run folder")
+    ex.add_argument("output", metavar="DIR", help="new folder to write")
+
+    def cmd_export(args: argparse.Namespace) -> int:
+        import sys
+        from pathlib import Path
+
+        from model.sample import export_pipeline
+        from model.sr.upscale import WEIGHTS_FILE, export_upscaler
+
+        try:
+            sr_run = (Path(args.run) / WEIGHTS_FILE).is_file()
+            out = (export_upscaler if sr_run else export_pipeline)(args.run, args.output)
+        except (FileNotFoundError, FileExistsError) as exc:
+            print(f"hdvg export: {exc}", file=sys.stderr)
+            return 2
+        print(f"hdvg export: {'train-sr' if sr_run else 'train'} run {args.run} -> {out}")
+        return 0
+
+    return {"train": cmd_train, "sample-video": cmd_sample_video, "encode-latents": cmd_encode_latents,
+            "export": cmd_export}
 
 
 def _super_resolution(sub: argparse._SubParsersAction) -> dict[str, Handler]:
@@ -118,9 +144,10 @@ def _super_resolution(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         from model.sr.train import train_sr
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        cfg = load_config(args.config, args.set)  # a ConfigError (ValueError) names the field; hdvg exits 2
+        cfg = load_config(args.config, args.set)  # a ConfigError names the field; hdvg exits 2
         result = train_sr(cfg, args.shards, args.output, steps=args.steps, resume=args.resume, device=args.device)
-        print(f"hdvg train-sr: step {result['step']} in {args.output}")
+        stopped = f" (stopped by {result['stopped_by']}; --resume continues)" if result["stopped_by"] else ""
+        print(f"hdvg train-sr: step {result['step']} in {args.output}{stopped}")
         return 0
 
     up = sub.add_parser("upscale", help="4x every frame of a video with a train-sr run (H.264 out)")

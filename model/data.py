@@ -419,11 +419,13 @@ class ShardStream:
     with its own generator, seeded by its position.
 
     A batch: {"frames": uint8 (B, F, H, W, 3), "caption": [str], "clip_id": [str], "kind": "video"|"image",
-    "worker": w, "position": samples this worker has drawn so far, "counts": {reason: n, "frames_decoded",
+    "worker": w, "position": samples this worker has drawn so far, "resume_at": [position, [positions of the
+    samples held in a partly filled batch of the other kind]], "counts": {reason: n, "frames_decoded",
     "frames_used", "samples"}} (counts cumulative for the worker since this stream started).
 
-    `positions[w]` (from the batches a run consumed) fast-forwards worker w without decoding: the resumed
-    stream yields exactly the batches that follow."""
+    `positions[w]` (a batch's `resume_at`, or its `position` when one kind is drawn) fast-forwards worker w
+    without decoding, except the held samples, made again from their positions: the resumed stream yields
+    exactly the batches that follow, partial batches of mixed kinds included."""
 
     def __init__(self, sets: list[ShardSet], make_sample, batch_size: int, seed: int = 0,
                  shuffle_buffer: int = 100, rank: int = 0, positions: list[int] | None = None,
@@ -477,16 +479,21 @@ class ShardStream:
         stats: Counter = Counter()
         raw = _shuffled(self._raw(worker, stats), self.shuffle_buffer,
                         np.random.default_rng([self.seed, self.rank, worker, 3]))
-        position = self.positions[worker] if self.positions is not None else 0
-        for _ in range(position):  # fast-forward: tar members read, nothing decoded
-            next(raw)
-        pending: dict[str, list[dict]] = {}
+        saved = self.positions[worker] if self.positions is not None else 0
+        position, held = (saved, []) if isinstance(saved, int) else (int(saved[0]), set(saved[1]))
+        pending: dict[str, list[dict]] = {}  # kind -> items of its partly filled batch
+        held_at: dict[str, list[int]] = {}  # kind -> their positions
+        for at in range(1, position + 1):  # fast-forward: tar members read, nothing decoded but held samples
+            sample = next(raw)
+            if at in held:  # counted when first drawn: made again outside this stream's counts
+                kind = self.make_sample.kind(sample)
+                pending.setdefault(kind, []).append(self._make(sample, worker, at, Counter()))
+                held_at.setdefault(kind, []).append(at)
         skipped_in_a_row = 0
         for sample in raw:
             position += 1
             try:
-                item = self.make_sample(sample, np.random.default_rng([self.seed, self.rank, worker, 4, position]),
-                                        stats)
+                item = self._make(sample, worker, position, stats)
             except SkipSample as skip:
                 stats[skip.reason] += 1
                 skipped_in_a_row += 1
@@ -497,14 +504,20 @@ class ShardStream:
                 continue
             skipped_in_a_row = 0
             stats["samples"] += 1
-            group = pending.setdefault(self.make_sample.kind(sample), [])
+            kind = self.make_sample.kind(sample)
+            group = pending.setdefault(kind, [])
             group.append(item)
+            held_at.setdefault(kind, []).append(position)
             if len(group) == self.batch_size:
-                kind = self.make_sample.kind(sample)
+                pending[kind], held_at[kind] = [], []
+                held = sorted(p for ps in held_at.values() for p in ps)  # the other kind's partial batch
                 yield {"frames": np.stack([g["frames"] for g in group]), "caption": [g["caption"] for g in group],
                        "clip_id": [g["clip_id"] for g in group], "kind": kind, "worker": worker,
-                       "position": position, "counts": dict(stats)}
-                pending[kind] = []
+                       "position": position, "resume_at": [position, held], "counts": dict(stats)}
+
+    def _make(self, sample: dict, worker: int, position: int, stats: Counter) -> dict:
+        """One training item; its random start and crop come from a generator seeded by its position."""
+        return self.make_sample(sample, np.random.default_rng([self.seed, self.rank, worker, 4, position]), stats)
 
 
 def train_loader(stream: ShardStream, num_workers: int):

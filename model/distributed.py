@@ -1,5 +1,6 @@
-"""torch.distributed for the trainers: the process group from torchrun's environment (NCCL on GPUs, gloo
-on CPU), the DDP wrapper, and a sum over ranks for the loader counts."""
+"""torch.distributed for every GPU command: the device of this process (`local_device`: cuda:LOCAL_RANK under
+torchrun), the process group from torchrun's environment (NCCL on GPUs, gloo on CPU), the DDP wrapper, a sum
+over ranks, gathering objects to every rank and averaging gradients a wrapper cannot."""
 from __future__ import annotations
 
 import os
@@ -21,12 +22,22 @@ class Dist:
         return self.rank == 0
 
 
+def local_device(device: str | None = None) -> torch.device:
+    """This process's device: `device` when it names one with an index ("cuda:3", "cpu"); "cuda" (or nothing,
+    when CUDA is there) is cuda:LOCAL_RANK, so rank r of a torchrun node uses GPU r, never all GPU 0."""
+    if device is not None and (":" in device or not device.startswith("cuda")):
+        return torch.device(device)
+    if device is None and not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+
+
 def init_distributed(device: str | None = None) -> Dist:
     """One process per GPU under torchrun (RANK, WORLD_SIZE, LOCAL_RANK); a single process otherwise."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    dev = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    dev = local_device(device)
+    cuda = dev.type == "cuda"
     if cuda:
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
@@ -61,3 +72,35 @@ def gather_objects(obj, env: Dist) -> list:
     out = [None] * env.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def average_gradients(module: torch.nn.Module, env: Dist) -> None:
+    """Average `module`'s gradients over ranks in place (what DDP does during backward), for a module that runs
+    more than one forward before its backward (a GAN discriminator on real then fake), which DDP's reducer
+    does not allow."""
+    if env.world_size == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= env.world_size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def leave(env: Dist, drop_wrappers) -> None:
+    """Leave the process group together. DDP's reducer holds the gloo/NCCL group, whose destructor waits for
+    its queued work: `drop_wrappers()` drops the caller's DDP wrappers while every rank is still there (else a
+    rank can hang at exit)."""
+    if env.world_size == 1 or not dist.is_initialized():
+        drop_wrappers()
+        return
+    import gc
+
+    dist.barrier()
+    drop_wrappers()
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()

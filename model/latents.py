@@ -58,13 +58,19 @@ def encode_latents(pattern: str, out_dir: str | Path, components: str, size: tup
     from webdataset import split_by_node
 
     from model.components import FrozenEncoders
+    from model.distributed import local_device
 
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    encoders = FrozenEncoders.load(components, dev)
+    encoders = FrozenEncoders.load(components, local_device(device))  # rank r of a node on GPU r
     folder = Path(out_dir) / SHARDS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     written = 0
-    for url in split_by_node(expand_shards(pattern)):
+    import sys
+
+    from tqdm import tqdm
+
+    urls = list(split_by_node(expand_shards(pattern)))
+    # shards done / to do with ETA on a terminal; quiet in a log file
+    for url in tqdm(urls, desc="encode-latents", unit="shard", disable=not sys.stderr.isatty()):
         final = folder / Path(url).name
         if final.exists():
             continue

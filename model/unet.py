@@ -11,8 +11,12 @@ follow diffusers' U-Nets (`down_blocks.1.attentions.0...`) so pretrained weights
 (model/pretrained.py)."""
 from __future__ import annotations
 
+import inspect
+
 import torch
+from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, TemporalConvLayer, Upsample2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
@@ -115,14 +119,19 @@ class VideoBlock(nn.Module):
         return x, outputs, t
 
 
-class VideoUNet(nn.Module):
+class VideoUNet(ModelMixin, ConfigMixin):
     """sample (B, C, F, H, W) latents, timestep (B,) or scalar, text states (B, L, D) -> (B, C, F, H, W).
     `images=True` takes F == 1 images and skips every temporal module and fusion (joint image-video
-    training, appendix C.3): the model is then exactly its 2D image U-Net."""
+    training, appendix C.3): the model is then exactly its 2D image U-Net.
 
-    def __init__(self, cfg: UNetConfig):
+    A diffusers model: `VideoUNet(cfg)` or `VideoUNet(**UNetConfig fields)`; its config is UNetConfig's fields,
+    so `save_pretrained` writes config.json + diffusion_pytorch_model.safetensors and `from_pretrained` reads
+    them back."""
+
+    def __init__(self, cfg: UNetConfig | None = None, **fields):
         super().__init__()
-        self.config = cfg
+        cfg = cfg if cfg is not None else UNetConfig.from_dict(fields)
+        self.register_to_config(**cfg.to_dict())  # self.config: the fields, as a frozen dict
         channels = cfg.block_out_channels
         levels = len(channels)
         temb_channels = 4 * channels[0]
@@ -226,6 +235,14 @@ class VideoUNet(nn.Module):
                             skipped_t=t)
         h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
         return h.view(b, num_frames, -1, height, width).permute(0, 2, 1, 3, 4)  # (B, C, F, H, W)
+
+
+# diffusers builds a model from config.json by the names of __init__'s parameters: they are UNetConfig's fields
+VideoUNet.__init__.__signature__ = inspect.Signature(
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+     inspect.Parameter("cfg", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
+    + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value)
+       for name, value in UNetConfig.paper().to_dict().items()])
 
 
 def parameter_count(cfg: UNetConfig) -> int:

@@ -51,3 +51,56 @@ def test_generate_is_deterministic_per_prompt_and_seed(run_dir):
     assert np.abs(pair[0].astype(int) - pair[1]).mean() > 1  # another seed, another video
     with pytest.raises(ValueError, match="seeds"):
         sampler.generate(["a", "b"], [1])
+
+
+def test_export_writes_a_pipeline_folder_diffusers_loads(run_dir, tmp_path):
+    """`hdvg export RUN DIR`: unet/ loads with diffusers' ModelMixin.from_pretrained and gives the RUN's EMA
+    U-Net's outputs; the sampler on DIR gives the sampler on RUN's video; nothing in DIR is a pickle."""
+    import json
+
+    import torch
+    from diffusers import DDIMScheduler, ModelMixin
+
+    from model.sample import run_unet
+    from model.unet import VideoUNet
+
+    out = tmp_path / "exported"
+    assert hdvg_main(["export", str(run_dir), str(out)]) == 0
+    assert json.loads((out / "model_index.json").read_text())["unet"] == ["model.unet", "VideoUNet"]
+    assert {p.name for p in out.iterdir()} == {"unet", "vae", "text_encoder", "tokenizer", "scheduler",
+                                               "model_index.json", "train_config.yaml"}
+    assert not list(out.rglob("*.pt")) and not list(out.rglob("*.bin")) and not list(out.rglob("*.pkl"))
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+    loaded = VideoUNet.from_pretrained(out / "unet")
+    assert isinstance(loaded, ModelMixin)
+    reference, _, _ = run_unet(run_dir)
+    g = torch.Generator().manual_seed(0)
+    x, text = torch.randn(1, 4, 3, 4, 8, generator=g), torch.randn(1, 77, loaded.config.cross_attention_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x, torch.tensor([500]), text),
+                                   reference.eval()(x, torch.tensor([500]), text), rtol=0, atol=0)
+    scheduler = DDIMScheduler.from_pretrained(out, subfolder="scheduler")
+    assert scheduler.config.steps_offset == 1 and scheduler.config.beta_schedule == "scaled_linear"
+
+    from_run = Sampler.load(run_dir, "cpu").generate(["a city"], [4], steps=2, num_frames=4, width=64, height=32)
+    from_export = Sampler.load(out, "cpu").generate(["a city"], [4], steps=2, num_frames=4, width=64, height=32)
+    np.testing.assert_array_equal(from_run, from_export)
+    assert hdvg_main(["export", str(run_dir), str(out)]) == 2  # never over an existing folder
+
+
+def test_export_of_a_train_sr_run_is_safetensors_the_upscaler_loads(tmp_path):
+    import torch
+
+    from model.sr.config import load_config as load_sr_config
+    from model.sr.train import SRTrainer
+    from model.sr.upscale import load_upscaler, save_upscaler
+
+    cfg = load_sr_config("tiny")
+    trainer = SRTrainer(cfg, torch.device("cpu"))
+    save_upscaler(tmp_path / "run", cfg, trainer.generator.state_dict(), step=7)
+    assert hdvg_main(["export", str(tmp_path / "run"), str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
+    a = load_upscaler(tmp_path / "run", "cpu").model.state_dict()
+    b = load_upscaler(tmp_path / "out", "cpu").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

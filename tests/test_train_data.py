@@ -170,6 +170,30 @@ def test_fast_forward_resumes_the_same_batches(tmp_path):
         next(stream(positions=[1, 2]))
 
 
+def test_fast_forward_keeps_the_partly_filled_batch_of_the_other_kind(curated_out, tmp_path):
+    """Images and videos mixed: a batch's `resume_at` names the samples held in a partial batch of the other
+    kind, and the resumed stream makes them again, so no sample is lost and the batches that follow are the
+    same (a plain position would throw the held ones away)."""
+    image_shard(tmp_path / "images.tar")
+
+    def stream(positions=None):
+        spec = VideoClips(num_frames=2, width=32, height=18, min_image_aspect=0)
+        return iter(ShardStream([ShardSet(str(curated_out / "shards" / "*.tar")), ShardSet(str(tmp_path / "*.tar"))],
+                                spec, batch_size=2, seed=1, shuffle_buffer=2, positions=positions))
+
+    run = stream()
+    batches = [next(run) for _ in range(8)]
+    cut = next(i for i, b in enumerate(batches[:-2]) if b["resume_at"][1])  # something held after batch i
+    assert {b["kind"] for b in batches} == {"image", "video"}
+    resumed = stream(positions=[batches[cut]["resume_at"]])
+    for expected in batches[cut + 1:]:
+        got = next(resumed)
+        assert got["clip_id"] == expected["clip_id"] and got["resume_at"] == expected["resume_at"]
+        np.testing.assert_array_equal(got["frames"], expected["frames"])
+    dropping = stream(positions=[batches[cut]["position"]])
+    assert [next(dropping)["clip_id"] for _ in batches[cut + 1:]] != [b["clip_id"] for b in batches[cut + 1:]]
+
+
 def test_evaluation_pass_in_order_central_frames(curated_out, tmp_path):
     clips = list(iter_clips(str(curated_out / "shards" / "*.tar"), num_frames=16, size=(86, 48)))
     assert [c.clip_id for c in clips] == ["gpAkjSy_8iY.0_0.0", "testvideo.0", "testvideo.1", "testvideo.2",

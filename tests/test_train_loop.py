@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from model.data import decode_frames, expand_shards, iter_tar_samples
 from model.diffusion import diffusion_loss
 from model.train import Trainer
-from model.train_config import load_config
+from model.train_config import ConfigError, load_config
 from tests.conftest import ROOT
 from tests.model_builders import downscaled_clip, write_shard
 from model.tiny import save_tiny_components
@@ -126,8 +126,9 @@ def _ddp_worker(rank: int, world: int, port: int, inputs: dict, out: str) -> Non
     from model.distributed import init_distributed, wrap_ddp
     from model.unet import VideoUNet
 
+    # the parent hosts the rendezvous store, as torchrun's agent does: every rank connects to it as a client
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+                      LOCAL_RANK=str(rank), TORCHELASTIC_USE_AGENT_STORE="True")
     env = init_distributed("cpu")
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -158,10 +159,12 @@ def test_two_ddp_processes_give_the_combined_batch_gradients(tmp_path):
     inputs = {"unet": unet_cfg, "scheduler": build_noise_scheduler(DiffusionConfig()),
               "latents": torch.randn(4, 4, 3, 4, 6, generator=g), "text": torch.randn(4, 7, 32, generator=g),
               "noise": torch.randn(4, 4, 3, 4, 6, generator=g), "timesteps": torch.tensor([10, 300, 600, 999])}
-    port = 29500 + os.getpid() % 1000
+    # the rendezvous store listens on a port the OS gives it at bind time (no port chosen in advance)
+    store = torch.distributed.TCPStore("127.0.0.1", 0, world_size=2, is_master=True, wait_for_workers=False)
     # fork: the children start with torch and the model code already imported (spawn re-imports them)
-    mp.start_processes(_ddp_worker, args=(2, port, inputs, str(tmp_path / "ddp.pt")), nprocs=2, join=True,
+    mp.start_processes(_ddp_worker, args=(2, store.port, inputs, str(tmp_path / "ddp.pt")), nprocs=2, join=True,
                        start_method="fork")
+    del store
     ddp_grads = torch.load(tmp_path / "ddp.pt")
 
     torch.manual_seed(0)
@@ -196,13 +199,13 @@ def test_hdvg_train_under_torchrun_says_it_trains_empty_text(components, small_s
 
 
 def test_config_errors_name_the_field(components):
-    with pytest.raises(ValueError, match="optim.batch_size"):
+    with pytest.raises(ConfigError, match="optim.batch_size"):
         load_config("tiny", ["optim.batch_size=3"]).validate()
-    with pytest.raises(ValueError, match="unknown field optim.learning_rate"):
+    with pytest.raises(ConfigError, match="optim.learning_rate: Extra inputs are not permitted"):
         load_config("tiny", ["optim.learning_rate=1"])
-    with pytest.raises(ValueError, match="data.weights"):
+    with pytest.raises(ConfigError, match="data.weights: Value error, needs one weight per shard set"):
         load_config("tiny", ["data.shards=[a, b]", "data.weights=[1]"]).validate()
-    with pytest.raises(ValueError, match="UNetConfig.fusion"):
+    with pytest.raises(ConfigError, match="unet: .*UNetConfig.fusion"):
         load_config("tiny", ["unet.fusion=bogus"]).validate()
     stages = [load_config(f"stage{i}").validate(world_size=32) for i in (1, 2, 3)]
     assert [s.steps for s in stages] == [18000, 10000, 12500]

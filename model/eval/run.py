@@ -281,8 +281,12 @@ def checkpoint_record(run_dir: str) -> dict:
     import yaml
 
     from model.checkpoint import latest_checkpoint
+    from model.sample import TRAIN_CONFIG, is_exported
 
-    checkpoint, config = latest_checkpoint(run_dir), Path(run_dir) / "config.yaml"
+    if is_exported(run_dir):  # `hdvg export`: the U-Net's safetensors and the run's config beside it
+        checkpoint, config = Path(run_dir) / "unet" / "diffusion_pytorch_model.safetensors", Path(run_dir) / TRAIN_CONFIG
+    else:
+        checkpoint, config = latest_checkpoint(run_dir), Path(run_dir) / "config.yaml"
     components = str(yaml.safe_load(config.read_text()).get("components", ""))
     return {"run": run_dir, "file": str(checkpoint), "sha256": sha256_of(checkpoint),
             "config_sha256": sha256_of(config), "components": components,

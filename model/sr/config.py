@@ -17,12 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hdvg.config import ConfigError as UsageError
+
+# The model is x4 (two x2 pixel shuffles; VideoFactory Sec. 4: 344x192 -> 1376x768), so the degradation
+# shrinks by 4: a constant, not a field that could be set to anything else.
+SCALE = 4
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 
 
-class ConfigError(ValueError):
-    """A bad config value; the message starts with the dotted field name."""
+class ConfigError(UsageError):
+    """A bad config value; the message starts with the dotted field name (a usage error: hdvg exits 2)."""
 
 
 @dataclass
@@ -39,7 +44,6 @@ class RCANConfig:
     blocks_per_group: int = 8     # VideoFactory Sec. 5.1 "8 residual blocks" (RCAN itself: 20)
     num_features: int = 64        # RCAN paper Sec. 4.1: 64 filters
     squeeze: int = 16             # RCAN paper Sec. 4.1: channel-attention reduction ratio 16
-    scale: int = 4                # VideoFactory Sec. 4: 344x192 -> 1376x768
     img_range: float = 255.0      # RCAN works on the 0-255 scale (its MeanShift with rgb_range 255)
     rgb_mean: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)  # RCAN's DIV2K mean, subtracted by MeanShift
 
@@ -83,7 +87,6 @@ class DegradeConfig:
     second: DegradeOrder = field(default_factory=_second_order)
     final_sinc_prob: float = 0.8     # x4plus final_sinc_prob: the last resize is followed by a sinc filter
     max_kernel_size: int = 21        # x4plus blur_kernel_size: every kernel is zero-padded to this size
-    scale: int = 4                   # the LR image is the HR patch / scale
 
 
 @dataclass
@@ -307,12 +310,10 @@ def validate(cfg: SRConfig) -> SRConfig:
         _check(getattr(r, key) >= 1, f"rcan.{key}", f"must be >= 1, got {getattr(r, key)}")
     _check(r.num_features % r.squeeze == 0, "rcan.squeeze",
            f"must divide num_features ({r.num_features}), got {r.squeeze}")
-    _check(r.scale == 4, "rcan.scale", f"the model is x4 (two x2 pixel shuffles), got {r.scale}")
     _check(r.img_range > 0, "rcan.img_range", f"must be > 0, got {r.img_range}")
     d = cfg.degrade
     _check(d.max_kernel_size % 2 == 1 and d.max_kernel_size >= 3, "degrade.max_kernel_size",
            f"an odd size >= 3, got {d.max_kernel_size}")
-    _check(d.scale == r.scale, "degrade.scale", f"must equal rcan.scale ({r.scale}), got {d.scale}")
     _check_prob(d.final_sinc_prob, "degrade.final_sinc_prob")
     _validate_order(d.first, "degrade.first", d.max_kernel_size)
     _validate_order(d.second, "degrade.second", d.max_kernel_size)

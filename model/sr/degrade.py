@@ -24,7 +24,7 @@ from kornia.color import rgb_to_grayscale
 from kornia.enhance import jpeg_codec_differentiable
 from kornia.filters import filter2d
 
-from model.sr.config import RESIZE_MODES, DegradeConfig, DegradeOrder
+from model.sr.config import RESIZE_MODES, SCALE, DegradeConfig, DegradeOrder
 
 # ----------------------------------------------------------------------------------------------------------------
 # Random draws
@@ -221,15 +221,15 @@ def _blur_resize_noise(x: torch.Tensor, order: DegradeOrder, base: tuple[int, in
 
 @torch.no_grad()
 def degrade(hr: torch.Tensor, cfg: DegradeConfig, generator: torch.Generator) -> torch.Tensor:
-    """HR (B, 3, H, W) float in [0, 1], H and W multiples of cfg.scale -> LR (B, 3, H/scale, W/scale) in [0, 1],
+    """HR (B, 3, H, W) float in [0, 1], H and W multiples of 4 -> LR (B, 3, H/4, W/4) in [0, 1],
     rounded to 8-bit levels. Deterministic for a given generator state."""
     if hr.ndim != 4 or hr.shape[1] != 3:
         raise ValueError(f"degrade: expected (B, 3, H, W) images, got {tuple(hr.shape)}")
     b, _, h, w = hr.shape
-    if h % cfg.scale or w % cfg.scale:
-        raise ValueError(f"degrade: H and W must be multiples of {cfg.scale}, got {h}x{w}")
+    if h % SCALE or w % SCALE:
+        raise ValueError(f"degrade: H and W must be multiples of {SCALE}, got {h}x{w}")
     g, k = generator, cfg.max_kernel_size
-    lr_size = (h // cfg.scale, w // cfg.scale)
+    lr_size = (h // SCALE, w // SCALE)
     x = hr.float()
     # first order: the resize is relative to the HR size
     x = _blur_resize_noise(x, cfg.first, (h, w), k, g)

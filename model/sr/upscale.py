@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.distributed import local_device
 from model.sr.config import SRConfig, from_dict
 from model.sr.rcan import RCAN
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE, CONFIG_FILE = "upscaler.pt", "config.json"
+EXPORTED_WEIGHTS = "model.safetensors"  # `hdvg export` of a train-sr run: config.json + these
 
 
 class Upscaler:
@@ -29,7 +31,7 @@ class Upscaler:
 
     def __init__(self, model: RCAN, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                  tile: int = 0, tile_pad: int = 16, batch_size: int = 16):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = local_device(device)
         # half precision on GPU (bf16: RCAN's 0-255 internal scale is safe from fp16 overflow only with care)
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.model = model.to(self.device).eval()
@@ -90,19 +92,53 @@ def save_upscaler(run_dir: Path, cfg: SRConfig, ema_state: dict[str, torch.Tenso
     tmp.replace(run_dir / WEIGHTS_FILE)
 
 
+def _saved_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """The EMA generator's weights and step: from an exported folder's safetensors, else the run's
+    upscaler.pt (read with weights_only=True)."""
+    if (run_dir / EXPORTED_WEIGHTS).is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(run_dir / EXPORTED_WEIGHTS), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, int(f.metadata()["step"])
+    if not (run_dir / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a train-sr run nor an exported one: no {WEIGHTS_FILE} or "
+                                f"{EXPORTED_WEIGHTS}")
+    saved = torch.load(run_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    return saved["rcan"], saved["step"]
+
+
 def load_upscaler(run_dir: str | Path, device: torch.device | str | None = None, tile: int = 0,
                   tile_pad: int = 16, batch_size: int = 16, dtype: torch.dtype | None = None) -> Upscaler:
-    """The upscaler of a `hdvg train-sr` run folder (its `config.json` and EMA weights)."""
+    """The upscaler of a `hdvg train-sr` run folder or of its `hdvg export` (`config.json` and EMA weights)."""
     run_dir = Path(run_dir)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir} is not a train-sr run: no {name}")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a train-sr run: no {CONFIG_FILE}")
     cfg = from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
     model = RCAN(cfg.rcan)
-    saved = torch.load(run_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    model.load_state_dict(saved["rcan"])
-    log.info("upscaler: %s, EMA weights of step %d", run_dir, saved["step"])
+    weights, step = _saved_weights(run_dir)
+    model.load_state_dict(weights)
+    log.info("upscaler: %s, EMA weights of step %d", run_dir, step)
     return Upscaler(model, device, dtype=dtype, tile=tile, tile_pad=tile_pad, batch_size=batch_size)
+
+
+def export_upscaler(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """`hdvg export` of a train-sr run: DIR/config.json + DIR/model.safetensors (the EMA generator, its step
+    in the metadata); `hdvg upscale --checkpoint DIR` and `load_upscaler` read it."""
+    from safetensors.torch import save_file
+
+    run_dir, out = Path(run_dir), Path(out_dir)
+    if out.exists():
+        raise FileExistsError(f"{out} exists: export into a new folder")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a train-sr run: no {CONFIG_FILE}")
+    weights, step = _saved_weights(run_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / CONFIG_FILE).write_text((run_dir / CONFIG_FILE).read_text())
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / EXPORTED_WEIGHTS),
+              metadata={"step": str(step)})
+    tmp.rename(out)
+    return out
 
 
 def upscale_video(src: str | Path, dst: str | Path, upscaler: Upscaler, crf: int = 18,
