@@ -34,7 +34,7 @@ def synthetic(n: int, dim: int, planted: int, seed: int = 0):
     def raw(start: int) -> np.ndarray:
         return np.random.default_rng([seed, start]).normal(size=(min(n, start + BLOCK) - start, dim)).astype(np.float32)
 
-    copies = unit(np.stack([raw(o - o % BLOCK)[o % BLOCK] for o in originals]))  # (planted, dim)
+    copies = unit(np.stack([raw(o - o % BLOCK)[o % BLOCK].copy() for o in originals]))  # (planted, dim)
     noise = np.random.default_rng([seed, 1]).normal(size=(planted, dim)).astype(np.float32)
     copies = unit(copies + 0.1 * unit(noise))  # cosine ~0.995 to their originals
 

@@ -53,7 +53,11 @@ def faiss_pairs(blocks: Callable[[], Iterable[np.ndarray]], dim: int, count: int
     clips fall in lists more than `nprobe` apart is missed; quantisation moves cosines by ~1e-3).
     `blocks()` yields the unit vectors in order, block by block, and is called three times (train, add,
     query), so the whole set is never in memory at once."""
-    import faiss
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError(f"dedup of {count} clips (above score.dedup_exact_max) searches with FAISS, not installed "
+                          f"here: pip install 'hdvg[score]' (faiss-cpu), or raise --dedup-exact-max") from exc
 
     nlist = max(1, min(4 * int(np.sqrt(count)), count // 39))  # FAISS wants >= 39 training points per list
     quantizer = faiss.IndexFlatIP(dim)
@@ -61,7 +65,7 @@ def faiss_pairs(blocks: Callable[[], Iterable[np.ndarray]], dim: int, count: int
                                           faiss.METRIC_INNER_PRODUCT)
     sample, need = [], min(count, 64 * nlist)
     for block in blocks():
-        sample.append(block[:need - sum(len(s) for s in sample)])
+        sample.append(block[:need - sum(len(s) for s in sample)].copy())  # not a view of the whole block
         if sum(len(s) for s in sample) >= need:
             break
     index.train(np.ascontiguousarray(np.concatenate(sample)))

@@ -234,9 +234,9 @@ def _dedup_pass(out: Path, cfg: ScoreConfig, max_shards: int | None) -> dict:
     dest = out / SCORES_DIR / "dedup"
     settings = {"scorer": "dedup", "features": features}
     got = shard_pass(out, dest / FEATURES_DIR, settings, FEATURES_SCHEMA, embed, max_shards)
-    if max_shards is not None and got["shards_done"] == max_shards:
-        return {**settings, **got, "grouped": False}  # a partial pass: groups wait for every shard's features
     parts = [dest / FEATURES_DIR / f"{t.stem}.parquet" for t in committed_shards(out)]
+    if not all(p.exists() for p in parts):
+        return {**settings, **got, "grouped": False}  # a partial pass: groups wait for every shard's features
     keys = pq.read_table(parts, columns=["clip_id", "shard", "key", "seconds"]).to_pylist()
 
     def blocks():

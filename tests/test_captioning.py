@@ -297,12 +297,13 @@ def test_a_hung_captioner_call_fails_its_videos_as_transient_and_the_job_ends(ra
     for name in ("a.mp4", "b.mp4"):
         _three_colour_video(videos / name)
     out = tmp_path / "out"
-    # 4000 tokens by beam search on CPU: minutes per call, far past a 2 s limit
+    # 80 tokens by an 8-wide beam search on CPU, after the actor loads its weights: far past a 0.5 s limit
     values = {"input": str(videos), "output": str(out), "captioner.name": "blip2", "captioner.model": str(tiny_model),
-              "captioner.num_cpus": 0.5, "captioner.call_timeout_s": 2, "captioner.max_new_tokens": 4000,
-              "captioner.min_new_tokens": 4000, "filter.min_height": 100, "encode.preset": "ultrafast"}
+              "captioner.num_cpus": 0.5, "captioner.call_timeout_s": 0.5, "captioner.max_new_tokens": 80,
+              "captioner.min_new_tokens": 80, "captioner.num_beams": 8, "filter.min_height": 100,
+              "encode.preset": "ultrafast"}
     stats = run_curation(build_config(values=values))
     rows = pq.read_table(out / "videos").to_pylist()
     assert stats["videos_by_status"] == {"failed": 2} and stats["clips"] == 0
-    assert all(r["reason"].startswith("caption: timeout: no answer within 2 s") and r["failure"] == "transient"
+    assert all(r["reason"].startswith("caption: timeout: no answer within 0.5 s") and r["failure"] == "transient"
                for r in rows)

@@ -262,3 +262,37 @@ def test_filter_names_a_bad_predicate_and_an_unscored_column(out, capsys):
     assert main(["filter", str(out), "--where", "aesthetic >= 4.75"]) == 2
     err = capsys.readouterr().err
     assert "aesthetic" in err and "clip_id" in err and "hdvg score" in err
+
+
+@pytest.mark.slow
+def test_a_training_stream_with_where_yields_exactly_the_selected_clips_undecoded_rest(out):
+    from model.data import ShardSet, ShardStream, VideoClips
+    from model.train_config import load_config
+
+    score(out, build_score_config(values={"scorers": "dedup"}))
+    where = "duplicate_of IS NULL AND end_time - start_time > 2"
+    table = pq.read_table(out / INDEX_DIR)
+    dups = scores(out, "dedup")
+    expected = {r["clip_id"] for r in table.to_pylist()
+                if dups[r["clip_id"]]["duplicate_of"] is None and r["end_time"] - r["start_time"] > 2}
+    by_shard = {}
+    for r in table.to_pylist():
+        if r["clip_id"] in expected:
+            by_shard.setdefault(r["shard"], []).append(r["clip_id"])
+    left_out = next(ids[0] for ids in by_shard.values() if len(ids) > 1)  # its shard is read all the same
+    where += f" AND clip_id <> '{left_out}'"
+    expected.discard(left_out)
+    assert 0 < len(expected) < table.num_rows
+    stream = ShardStream([ShardSet(str(out / "shards" / "*.tar"), 1.0, where)],
+                         VideoClips(2, 1, 32, 32, "empty"), batch_size=2, seed=0, shuffle_buffer=4)
+    seen, counts = set(), {}
+    for batch, _ in zip(stream, range(40)):
+        seen.update(batch["clip_id"])
+        counts = batch["counts"]
+    assert seen == expected
+    assert counts["where"] > 0 and counts["samples"] == 80  # the others were skipped before decoding
+    with pytest.raises(ValueError, match="one predicate per shard set"):
+        load_config("tiny", ["data.shards=[\"a/*.tar\", \"b/*.tar\"]", "data.where=[\"aesthetic > 4\"]"])
+    with pytest.raises(ValueError, match="selects no clip"):
+        ShardStream([ShardSet(str(out / "shards" / "*.tar"), 1.0, "end_time < 0")], VideoClips(2, 1, 32, 32, "empty"),
+                    batch_size=2)
