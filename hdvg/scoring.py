@@ -14,7 +14,8 @@ is cut or written into a shard again, so thresholds are chosen at read time.
 
 Each shard is scored as a whole and committed by a rename (its parquet is the marker), so a killed pass
 leaves only temporaries and a rerun skips the shards already scored (the `hdvg caption` protocol). Scoring runs
-in this process, on the GPU when there is one.
+in this process (on its GPU when there is one), or with `actors: N` on a Ray actor pool (a GPU per actor on a
+cluster), whose results this process commits in shard order.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -64,6 +65,15 @@ class ScoreConfig(BaseModel):
     dedup_exact_max: int = Field(100_000, ge=0, description="exact block search up to this many clips, FAISS "
                                  "(approximate, bounded memory) above")
     batch_size: int = Field(64, ge=1, description="keyframes per model call")
+    actors: int = Field(0, ge=0, description="0: score in this process; N: a Ray actor pool of N scorers, each "
+                        "loading the model once (on a cluster, give each a GPU)")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per scorer actor (unset: 1 when the cluster "
+                                   "has GPUs, else 0)")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs per scorer actor")
+    address: str | None = Field(None, description="Ray cluster of the actor pool (unset: RAY_ADDRESS, else a "
+                                "private local one)")
+    call_timeout_s: float = Field(1800.0, gt=0, description="wall-clock limit of one shard on an actor (counted "
+                                  "while the pass waits for it): past it the pass stops, resumable")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available")
 
     @field_validator("scorers", mode="before")
@@ -129,11 +139,11 @@ def _keys(tar: Path, sample: dict) -> dict:
     return {"clip_id": json.loads(sample["json"])["clip_id"], "shard": tar.name, "key": sample["__key__"]}
 
 
-def shard_pass(out: Path, dest: Path, settings: dict, schema: pa.Schema,
-               rows_of: Callable[[Path, list[dict]], list[dict]], max_shards: int | None = None) -> dict:
-    """Write dest/NNNNNN.parquet = rows_of(tar, samples) for every committed shard without one; the
-    settings must match those of an earlier pass into `dest`."""
-    from hdvg.recaption import committed_shards, read_shard
+def shard_pass(out: Path, dest: Path, settings: dict, schema: pa.Schema, scorer: "ShardScorer", cfg: ScoreConfig,
+               max_shards: int | None = None) -> dict:
+    """Write dest/NNNNNN.parquet = scorer(tar) for every committed shard without one, in this process or on
+    a Ray actor pool (`cfg.actors`); the settings must match those of an earlier pass into `dest`."""
+    from hdvg.recaption import committed_shards
 
     tmp = dest / "_tmp"
     shutil.rmtree(tmp, ignore_errors=True)  # residue of a killed pass
@@ -146,13 +156,40 @@ def shard_pass(out: Path, dest: Path, settings: dict, schema: pa.Schema,
     shards = committed_shards(out)
     todo = [t for t in shards if not (dest / f"{t.stem}.parquet").exists()][:max_shards]
     clips = 0
-    for tar in todo:
-        rows = rows_of(tar, read_shard(tar))
+    for tar, rows in zip(todo, _scored(scorer, todo, cfg)):  # in shard order, whatever finishes first
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp / f"{tar.stem}.parquet")
         os.replace(tmp / f"{tar.stem}.parquet", dest / f"{tar.stem}.parquet")  # commit marker
         clips += len(rows)
     shutil.rmtree(tmp, ignore_errors=True)
     return {"shards_done": len(todo), "shards_total": len(shards), "clips": clips}
+
+
+def _scored(scorer: "ShardScorer", tars: list[Path], cfg: ScoreConfig):
+    """The rows of each tar, in order: here, or by a pool of `cfg.actors` Ray actors (each loads the model
+    once and reads the shards it is given from the shared OUT)."""
+    if not cfg.actors or not tars:
+        yield from (scorer(str(t)) for t in tars)
+        return
+    import ray
+    from ray.util import ActorPool
+
+    if not ray.is_initialized():  # `address`, RAY_ADDRESS, else a private local cluster
+        ray.init(address=cfg.address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False)
+    gpus = cfg.num_gpus if cfg.num_gpus is not None else float(ray.cluster_resources().get("GPU", 0) >= 1)
+    actor = ray.remote(ShardScorer).options(num_gpus=gpus, num_cpus=cfg.num_cpus, max_restarts=-1,
+                                            max_task_retries=2)
+    actors = [actor.remote(scorer.scorer, cfg) for _ in range(cfg.actors)]
+    pool = ActorPool(actors)
+    for tar in tars:
+        pool.submit(lambda a, t: a.__call__.remote(str(t)), tar)
+    for tar in tars:
+        try:
+            yield pool.get_next(timeout=cfg.call_timeout_s)
+        except TimeoutError:  # a hung actor: stop here; what is committed stays and a rerun goes on
+            for a in actors:
+                ray.kill(a)
+            raise TimeoutError(f"score {scorer.scorer}: no result for {tar.name} within {cfg.call_timeout_s:g} s "
+                               f"(score.call_timeout_s); the shards before it are committed, rerun to go on") from None
 
 
 def _batched(samples: list[dict], size: int):
@@ -164,76 +201,91 @@ def score_schema(scorer: str) -> pa.Schema:
     return pa.schema(KEY_FIELDS + SCORE_COLUMNS[scorer])
 
 
-def _clip_pass(out: Path, cfg: ScoreConfig, max_shards: int | None) -> dict:
+def _clip_rows(state: dict, cfg: ScoreConfig, tar: Path, samples: list[dict]) -> list[dict]:
     from hdvg.clip import ClipModel
 
-    model = None
-
-    def rows_of(tar: Path, samples: list[dict]) -> list[dict]:
-        nonlocal model
-        model = model or ClipModel(cfg.clip_model, _device(cfg))
-        rows = []
-        for batch in _batched(samples, cfg.batch_size):
-            captions = [json.loads(s["json"])["caption"] for s in batch]
-            image = model.image_embeddings(_images(batch))  # (B, D)
-            said = [i for i, c in enumerate(captions) if c]
-            sims = [None] * len(batch)
-            if said:
-                text = model.text_embeddings([captions[i] for i in said])  # (B', D)
-                for i, sim in zip(said, (image[said] * text).sum(-1).double().tolist()):
-                    sims[i] = sim
-            rows += [{**_keys(tar, s), "clip_score": sim} for s, sim in zip(batch, sims)]
-        return rows
-
-    settings = {"scorer": "clip", "clip_model": cfg.clip_model}
-    return {**settings, **shard_pass(out, out / SCORES_DIR / "clip", settings, score_schema("clip"), rows_of,
-                                     max_shards)}
+    if "clip_model" not in state:
+        state["clip_model"] = ClipModel(cfg.clip_model, _device(cfg))
+    model = state["clip_model"]
+    rows = []
+    for batch in _batched(samples, cfg.batch_size):
+        captions = [json.loads(s["json"])["caption"] for s in batch]
+        image = model.image_embeddings(_images(batch))  # (B, D)
+        said = [i for i, c in enumerate(captions) if c]
+        sims = [None] * len(batch)
+        if said:
+            text = model.text_embeddings([captions[i] for i in said])  # (B', D)
+            for i, sim in zip(said, (image[said] * text).sum(-1).double().tolist()):
+                sims[i] = sim
+        rows += [{**_keys(tar, s), "clip_score": sim} for s, sim in zip(batch, sims)]
+    return rows
 
 
-def _aesthetic_pass(out: Path, cfg: ScoreConfig, max_shards: int | None) -> dict:
+def _aesthetic_rows(state: dict, cfg: ScoreConfig, tar: Path, samples: list[dict]) -> list[dict]:
     from hdvg.aesthetic import AestheticPredictor
     from hdvg.clip import ClipModel
 
-    predictor = None
+    if "aesthetic" not in state:
+        state["aesthetic"] = AestheticPredictor(ClipModel(cfg.aesthetic_clip_model, _device(cfg)), cfg.aesthetic_head)
+    return [{**_keys(tar, s), "aesthetic": v} for batch in _batched(samples, cfg.batch_size)
+            for s, v in zip(batch, state["aesthetic"](_images(batch)))]
 
-    def rows_of(tar: Path, samples: list[dict]) -> list[dict]:
-        nonlocal predictor
-        predictor = predictor or AestheticPredictor(ClipModel(cfg.aesthetic_clip_model, _device(cfg)),
-                                                    cfg.aesthetic_head)
-        return [{**_keys(tar, s), "aesthetic": v} for batch in _batched(samples, cfg.batch_size)
-                for s, v in zip(batch, predictor(_images(batch)))]
 
+def _dedup_rows(state: dict, cfg: ScoreConfig, tar: Path, samples: list[dict]) -> list[dict]:
+    """Each clip's embedding (CLIP image features, else the keyframe's phash) and seconds, for the groups."""
+    from hdvg import dedup
+
+    if cfg.clip_model:
+        from hdvg.clip import ClipModel
+
+        if "clip_model" not in state:
+            state["clip_model"] = ClipModel(cfg.clip_model, _device(cfg))
+        vectors = [v for b in _batched(samples, cfg.batch_size)
+                   for v in state["clip_model"].image_embeddings(_images(b)).cpu().numpy()]
+    else:
+        vectors = [dedup.phash(s["jpg"]) for s in samples]
+    metas = [json.loads(s["json"]) for s in samples]
+    return [{**_keys(tar, s), "seconds": m["end_time"] - m["start_time"], "embedding": v.tolist()}
+            for s, m, v in zip(samples, metas, vectors)]
+
+
+ROWS = {"clip": _clip_rows, "aesthetic": _aesthetic_rows, "dedup": _dedup_rows}
+
+
+class ShardScorer:
+    """One scorer over whole shards: the rows of a tar. Picklable (it holds the config; models load on the
+    first call and stay), so the same object scores in this process or as a Ray actor."""
+
+    def __init__(self, scorer: str, cfg: ScoreConfig):
+        self.scorer, self.cfg, self.state = scorer, cfg, {}
+
+    def __call__(self, tar: str) -> list[dict]:
+        from hdvg.recaption import read_shard
+
+        return ROWS[self.scorer](self.state, self.cfg, Path(tar), read_shard(Path(tar)))
+
+
+def _clip_pass(out: Path, cfg: ScoreConfig, max_shards: int | None) -> dict:
+    settings = {"scorer": "clip", "clip_model": cfg.clip_model}
+    return {**settings, **shard_pass(out, out / SCORES_DIR / "clip", settings, score_schema("clip"),
+                                     ShardScorer("clip", cfg), cfg, max_shards)}
+
+
+def _aesthetic_pass(out: Path, cfg: ScoreConfig, max_shards: int | None) -> dict:
     settings = {"scorer": "aesthetic", "clip_model": cfg.aesthetic_clip_model,
                 "head": str(Path(cfg.aesthetic_head).resolve())}
     return {**settings, **shard_pass(out, out / SCORES_DIR / "aesthetic", settings, score_schema("aesthetic"),
-                                     rows_of, max_shards)}
+                                     ShardScorer("aesthetic", cfg), cfg, max_shards)}
 
 
 def _dedup_pass(out: Path, cfg: ScoreConfig, max_shards: int | None) -> dict:
     from hdvg import dedup
-
-    features = f"clip:{cfg.clip_model}" if cfg.clip_model else "phash"
-    model = None
-
-    def embed(tar: Path, samples: list[dict]) -> list[dict]:
-        nonlocal model
-        if cfg.clip_model:
-            from hdvg.clip import ClipModel
-
-            model = model or ClipModel(cfg.clip_model, _device(cfg))
-            vectors = [v for b in _batched(samples, cfg.batch_size)
-                       for v in model.image_embeddings(_images(b)).cpu().numpy()]
-        else:
-            vectors = [dedup.phash(s["jpg"]) for s in samples]
-        metas = [json.loads(s["json"]) for s in samples]
-        return [{**_keys(tar, s), "seconds": m["end_time"] - m["start_time"], "embedding": v.tolist()}
-                for s, m, v in zip(samples, metas, vectors)]
-
     from hdvg.recaption import committed_shards
 
+    features = f"clip:{cfg.clip_model}" if cfg.clip_model else "phash"
     dest = out / SCORES_DIR / "dedup"
     settings = {"scorer": "dedup", "features": features}
-    got = shard_pass(out, dest / FEATURES_DIR, settings, FEATURES_SCHEMA, embed, max_shards)
+    got = shard_pass(out, dest / FEATURES_DIR, settings, FEATURES_SCHEMA, ShardScorer("dedup", cfg), cfg, max_shards)
     parts = [dest / FEATURES_DIR / f"{t.stem}.parquet" for t in committed_shards(out)]
     if not all(p.exists() for p in parts):
         return {**settings, **got, "grouped": False}  # a partial pass: groups wait for every shard's features

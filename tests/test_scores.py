@@ -225,6 +225,17 @@ def test_a_killed_score_pass_resumes_and_ends_as_an_uninterrupted_one(out, score
         score(out, build_score_config(values={"scorers": "dedup"}))  # phash features into CLIP's folder
 
 
+@pytest.mark.slow
+def test_a_ray_actor_pool_scores_what_one_process_scores(out, scored_source, tiny_clip, ray_local, tmp_path):
+    values = {"scorers": "clip,dedup", "clip_model": str(tiny_clip)}
+    score(out, build_score_config(values={**values, "actors": 2, "num_cpus": 0.5}))  # the session's local Ray
+    alone = tmp_path / "alone"
+    shutil.copytree(scored_source, alone)
+    score(alone, build_score_config(values=values))
+    for scorer in ("clip", "dedup"):
+        assert scores(out, scorer) == scores(alone, scorer)
+
+
 # ------------------------------------------------------------------------------------------------ filter
 
 @pytest.mark.slow
