@@ -49,6 +49,7 @@ test-fast: install
 
 bench: install
 	$(PY) bench/bench_cpu.py
+	$(PY) bench/bench_detect.py
 
 # Model and scale benchmarks; each prints ratios against a baseline of the same run and writes bench/results/.
 # On CPU the Swap-CA bench runs at width 32 (paper width on a GPU); the SR bench uses its quick CPU mode.

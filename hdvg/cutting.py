@@ -1,12 +1,14 @@
-"""`cut_video`: one decode of a source video feeds the scene detector and the clip encoders; it returns the
-video's cuts and its frame-exact H.264 clips, each with its centre keyframe.
+"""`cut_video`: one decode of a source video feeds the shot detector and the clip encoders; it returns the
+video's transitions and its frame-exact H.264 clips, each with its centre keyframe.
 
 How it stays frame-exact without seeking: frames are numbered as decoded (the numbering of
 `hdvg.scenes`); each clip is its own x264 encoder and MP4, opened at the clip's first frame (so the clip
-starts with an IDR frame that is that frame) and closed after its last one. The detector decides a cut a
-few frames late (`SceneFinder.lag`), so frames wait in a short queue until every cut up to them is known,
-then go to the encoder of the clip they belong to (`ClipPlan.clip_start`). With the cuts known at the
-end, the plan's final spans keep the clips they name (a scene shorter than the minimum is dropped then).
+starts with an IDR frame that is that frame) and closed after its last one. The detector decides a
+transition some frames late (`decided`: a few frames for PySceneDetect, up to a batch of TransNetV2 windows
+for TransNetV2), so frames wait in a queue until every transition up to them is known, then go to the
+encoder of the clip they belong to (`ClipPlan.clip_start`; a transition's frames go to none). With the
+transitions known at the end, the plan's final spans keep the clips they name (a scene shorter than the
+minimum is dropped then).
 
 The encoders run in their own thread: x264 and the muxer release the GIL, so decoding, detection and
 scaling (this thread) overlap with encoding, and the video is decoded once instead of once to detect and
@@ -30,7 +32,7 @@ from av.video.reformatter import VideoReformatter
 from hdvg.config import ClipConfig, DetectConfig, EncodeConfig
 from hdvg.keyframes import clip_keyframe
 from hdvg.probe import VideoInfo, run_ffprobe
-from hdvg.scenes import DecodedVideo, SceneFinder, SceneScan, Span, clip_length_limits, scan_of, scene_spans
+from hdvg.scenes import DecodedVideo, SceneScan, Span, clip_length_limits, make_finder, scan_of, scene_spans
 
 
 class CutError(Exception):
@@ -53,11 +55,12 @@ def clip_size(width: int, height: int, max_short_side: int) -> tuple[int, int]:
 
 
 class ClipPlan(Protocol):
-    def clip_start(self, frame: int, cuts: list[int]) -> int | None:
-        """First frame of the clip that frame `frame` goes to, knowing every cut up to it (None: no clip)."""
+    def clip_start(self, frame: int, transitions: list[Span]) -> int | None:
+        """First frame of the clip that frame `frame` goes to, knowing every transition (sorted) up to it
+        (None: no clip)."""
 
-    def spans(self, cuts: list[int], num_frames: int) -> list[Span]:
-        """The clips to keep, once the video's cuts and length are known."""
+    def spans(self, transitions: list[Span], num_frames: int) -> list[Span]:
+        """The clips to keep, once the video's transitions and length are known."""
 
 
 class FixedSpans:
@@ -66,18 +69,18 @@ class FixedSpans:
     def __init__(self, spans: list[Span]):
         self._spans, self._starts = spans, [s.start for s in spans]
 
-    def clip_start(self, frame: int, cuts: list[int]) -> int | None:
+    def clip_start(self, frame: int, transitions: list[Span]) -> int | None:
         k = bisect_right(self._starts, frame) - 1
         return self._starts[k] if k >= 0 and frame < self._spans[k].end else None
 
-    def spans(self, cuts: list[int], num_frames: int) -> list[Span]:
+    def spans(self, transitions: list[Span], num_frames: int) -> list[Span]:
         return self._spans
 
 
 class SceneClips:
     """The clips of the scenes the detector finds (`scene_spans`), in `regions` (sorted, disjoint; unset:
-    the whole video). Every clip starts at a cut, a region start, or `max_clip_seconds` after a clip start,
-    so it can start encoding before its scene's end is known."""
+    the whole video). Every clip starts at a transition's end, a region start, or `max_clip_seconds` after a
+    clip start, so it can start encoding before its scene's end is known."""
 
     def __init__(self, cfg: ClipConfig, fps: float, regions: list[Span] | None = None):
         self.cfg, self.fps, self.regions = cfg, fps, regions
@@ -90,21 +93,24 @@ class SceneClips:
         k = bisect_right(self._region_starts, frame) - 1
         return self.regions[k] if k >= 0 and frame < self.regions[k].end else None
 
-    def clip_start(self, frame: int, cuts: list[int]) -> int | None:
+    def clip_start(self, frame: int, transitions: list[Span]) -> int | None:
         region = self._region(frame)
         if region is None:
             return None
-        k = bisect_right(cuts, frame) - 1
-        scene = max(region.start, cuts[k] if k >= 0 else 0)
+        k = bisect_right(transitions, frame, key=lambda t: t.start) - 1  # the last one starting at or before it
+        if k >= 0 and frame < transitions[k].end:
+            return None  # a transition's frames belong to no clip
+        scene = max(region.start, transitions[k].end if k >= 0 else 0)
         return scene + (frame - scene) // self.max_len * self.max_len
 
-    def spans(self, cuts: list[int], num_frames: int) -> list[Span]:
+    def spans(self, transitions: list[Span], num_frames: int) -> list[Span]:
         if self.regions is None:
-            return scene_spans(cuts, num_frames, self.fps, self.cfg)
+            return scene_spans(transitions, num_frames, self.fps, self.cfg)
         spans = []
         for r in self.regions:
             end = min(r.end, num_frames)
-            inside = [c - r.start for c in cuts if r.start < c < end]
+            inside = [Span(t.start - r.start, t.end - r.start)
+                      for t in transitions if t.end > r.start and t.start < end]
             spans += [Span(r.start + s.start, r.start + s.end)
                       for s in scene_spans(inside, end - r.start, self.fps, self.cfg)]
         return spans
@@ -250,27 +256,28 @@ class ClipEncoders(threading.Thread):
 
 
 def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | Path, cfg: EncodeConfig,
-              detect: DetectConfig | None = None, threads: int = 0) -> tuple[SceneScan, list[CutClip]]:
-    """Decode `src` once; detect its cuts (if `detect`) and cut the clips of `plan` into `out_dir`. `threads`:
-    of the decoder and of x264 each (0: FFmpeg's and x264's choice, about one per core of the machine)."""
+              detect: DetectConfig | None = None, threads: int = 0, predict=None) -> tuple[SceneScan, list[CutClip]]:
+    """Decode `src` once; detect its transitions (if `detect`) and cut the clips of `plan` into `out_dir`.
+    `threads`: of the decoder, of x264 and of a TransNetV2 on CPU each (0: FFmpeg's and x264's choice, about
+    one per core of the machine); `predict`: TransNetV2 elsewhere (a GPU actor's, hdvg.pipeline)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     size = clip_size(info.width, info.height, cfg.max_short_side)
-    cuts: list[int] = []
+    transitions: list[Span] = []
     times: list[float] = []
     encoded: dict[int, Span] = {}   # clip start -> the frames its MP4 holds
     with DecodedVideo(src, threads) as video:
-        finder = SceneFinder(detect, video.rate) if detect else None
+        finder = make_finder(detect, video.rate, threads or 1, predict) if detect else None
         scaler = FrameScaler(*size, info.rotation, video.time_base)
         encoders = ClipEncoders(cfg, size, video.rate, video.time_base, threads)
         tick = 1 / (video.rate * video.time_base)  # timestamp step of a frame without one
         waiting: deque = deque()  # (frame number, frame): frames whose clip is not decided yet
         current: int | None = None
-        committed = 0  # frames handed to their clip (or skipped): their cuts must all be known
+        committed = 0  # frames handed to their clip (or skipped): their transitions must all be known
 
         def commit(index: int, frame: av.VideoFrame) -> None:
             nonlocal current, committed
-            start = plan.clip_start(index, cuts)
+            start = plan.clip_start(index, transitions)
             if start != current:
                 if current is not None:
                     encoders.close()
@@ -282,32 +289,32 @@ def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | P
                 encoded[start] = Span(start, index + 1)
             committed = index + 1
 
-        def add_cuts(found: list[int]) -> None:
-            for c in found:
-                if c < committed:  # cannot happen within the detector's documented lag
-                    raise CutError(f"the detector decided the cut at frame {c} after the frame was encoded "
-                                   f"(lag {finder.lag})")
-                insort(cuts, c)
+        def add_transitions(found: list[Span]) -> None:
+            for t in found:
+                if t.start < committed:  # cannot happen: frames wait until the detector has `decided` them
+                    raise CutError(f"the detector decided the transition at frames {t.start}..{t.end} after "
+                                   f"frame {committed - 1} was encoded")
+                insort(transitions, t, key=lambda t: t.start)
 
         try:
             for index, frame, t in video:
                 times.append(t)
                 if finder:
-                    add_cuts(finder.push(index, frame))
+                    add_transitions(finder.push(index, frame))
                 waiting.append((index, frame))
-                while len(waiting) > (finder.lag if finder else 0):
+                while waiting and waiting[0][0] < (finder.decided if finder else index + 1):
                     commit(*waiting.popleft())
             if finder:
-                add_cuts(finder.finish())
+                add_transitions(finder.finish())
             while waiting:
                 commit(*waiting.popleft())
             if current is not None:
                 encoders.close()
         finally:
             encoders.finish()
-    scan = scan_of(cuts, times)
+    scan = scan_of(transitions, times)
     clips = []
-    for span in plan.spans(scan.cuts, scan.num_frames):
+    for span in plan.spans(scan.transitions, scan.num_frames):
         path = out / f"clip_{span.start:09d}.mp4"
         if encoded.get(span.start) != span:
             got = encoded.get(span.start, Span(span.start, span.start))

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+import zlib
 
 import ray
 from ray.exceptions import RayError
@@ -36,8 +37,9 @@ from hdvg.storage import Store, is_remote
 log = logging.getLogger("hdvg")
 
 
-def _process_task(item: WorkItem, cfg: CurateConfig, scratch: str | None):
-    result = process_video(item, cfg, scratch)
+def _process_task(item: WorkItem, cfg: CurateConfig, scratch: str | None, detectors: list):
+    predict = remote_predictor(detectors, item.video_id) if detectors else None
+    result = process_video(item, cfg, scratch, predict)
     node = ray.get_runtime_context().get_node_id()
     return ((result.row, [c.meta for c in result.clips], node),
             [c.jpg for c in result.clips], [c.mp4 for c in result.clips])
@@ -82,6 +84,42 @@ def merge_captions(metas: list[dict], need: list[int], captioned: tuple | None, 
         raise ValueError(f"{len(captions)} captions for {len(need)} clips")
     for i, text in zip(need, captions):
         metas[i]["caption"], metas[i]["captioner"] = text, name
+
+
+class DetectActor:
+    """TransNetV2 on a GPU for the video tasks: they send their consecutive windows of 48x27 frames as one
+    strip, each frame once (about 130 KB per video-second at 30 fps), and cut when the scores come back, so
+    the CPU nodes decode and encode while the GPU detects."""
+
+    def __init__(self, weights: str | None, device: str):
+        from hdvg.transnet import load_network
+
+        self.net = load_network(weights, device)
+
+    def predict(self, strip):
+        """uint8 (50 B + 50, 27, 48, 3), B consecutive windows -> (single-frame, all-frames) scores, float32
+        (B, 50) each."""
+        from hdvg.transnet import predict_windows, windows_of
+
+        return predict_windows(self.net, windows_of(strip))
+
+
+def remote_predictor(detectors: list, key: str):
+    """A video task's calls to one DetectActor of the pool (chosen by `key`, so each video's windows go to one
+    actor in order); blocking on each call costs little: one call holds `gpu_batch_windows` windows."""
+    from hdvg.transnet import strip_of
+
+    actor = detectors[zlib.crc32(key.encode()) % len(detectors)]
+    return lambda windows: ray.get(actor.predict.remote(strip_of(windows)))
+
+
+def detect_device(cfg: CurateConfig) -> str:
+    """Where TransNetV2 runs: `detect.device`, with auto = cuda when the Ray cluster has a GPU."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    device = cfg.detect.device if cfg.detect.device != "auto" else ("cuda" if gpus > 0 else "cpu")
+    if device == "cuda" and gpus <= 0:
+        raise ConfigError("invalid configuration:\n  detect.device: cuda, but the Ray cluster has no GPU")
+    return device
 
 
 class ShardNumbers:
@@ -152,6 +190,13 @@ class Stages:
         self.cfg, self.spec = cfg, spec
         self._process = ray.remote(num_cpus=cfg.run.cpus_per_video, resources=cfg.run.video_resources or None,
                                    num_returns=3, max_retries=1)(_process_task)
+        # TransNetV2 on a GPU actor pool; on CPU it runs inside each video task. An actor that dies restarts
+        # and its calls are retried, as the captioners'.
+        gpu_detect = cfg.detect.detector == "transnetv2" and detect_device(cfg) == "cuda"
+        detect = cfg.detect
+        self.detectors = [ray.remote(DetectActor).options(num_cpus=0, num_gpus=detect.gpu_per_actor, max_restarts=-1,
+                                                          max_task_retries=2).remote(detect.transnetv2_weights, "cuda")
+                          for _ in range(detect.gpu_actors)] if gpu_detect else []
         self._preprocess = ray.remote(num_cpus=PREPROCESS_CPUS, max_retries=1)(_preprocess_task)
         gpus = cfg.captioner.num_gpus
         if gpus is None:
@@ -173,7 +218,7 @@ class Stages:
         return ray.remote(ShardNumbers).options(num_cpus=0, scheduling_strategy=here).remote(self.first_shard)
 
     def process(self, item: WorkItem):
-        return self._process.remote(item, self.cfg, self.cfg.run.scratch_dir)
+        return self._process.remote(item, self.cfg, self.cfg.run.scratch_dir, self.detectors)
 
     def preprocess(self, jpgs_ref, need: list[int]):
         return self._preprocess.remote(self.spec, jpgs_ref, need)

@@ -39,6 +39,19 @@ def _measured(key: str):
     return field(default_factory=lambda: measured(key))
 
 
+def measured_or(key: str, fallback: float) -> tuple[float, bool]:
+    """(a measured constant, True), or (`fallback`, False) while no benchmark has measured it."""
+    try:
+        return measured(key), True
+    except ConfigError:
+        return fallback, False
+
+
+# TransNetV2 frames/s one GPU must score for 5 GPUs to keep up with HD-VILA-100M's 371.5k h at 30 fps in 7
+# days: the target until bench/bench_detect.py has measured it on a GPU
+DETECT_GPU_TARGET = 15_000.0
+
+
 @dataclass(frozen=True)
 class PlanInputs:
     # ---- the dataset (paper)
@@ -46,11 +59,17 @@ class PlanInputs:
     source_hours: float = 371_500.0       # HD-VILA-100M hours: the spans the job decodes (paper)
     clips: int = 130_000_000              # HD-VG-130M clips = keyframes to caption, one per clip (paper)
     # ---- CPU stages (measured by bench/bench_cpu.py; docs/scale.md)
-    # one decode: PySceneDetect adaptive at 256 px + scale to 720p + x264 veryfast crf 22 + keyframes
-    video_cpu_s_per_video_s: float = _measured("cut_cpu_s_per_video_s")
+    # one decode: 48x27 frames sent to the TransNetV2 actors + scale to 720p + x264 veryfast crf 22 + keyframes
+    video_cpu_s_per_video_s: float = _measured("cut_gpu_detect_cpu_s_per_video_s")
     probe_cpu_s_per_video_s: float = _measured("probe_cpu_s_per_video_s")  # ffprobe, packet count
     cpu_utilization: float = 0.75         # assumption: share of reserved vCPU-time doing work (stragglers, I/O)
     video_node_vcpus: int = 16            # deploy/: `video` group, num-cpus 16
+    # ---- shot detection: TransNetV2 on a GPU actor pool (docs/shots.md)
+    source_fps: float = 30.0              # assumption: mean frame rate of HD-VILA's YouTube sources
+    detect_frames_per_gpu_s: float = field(  # measured by bench/bench_detect.py on a GPU, else the target
+        default_factory=lambda: measured_or("transnetv2_gpu_frames_per_s", DETECT_GPU_TARGET)[0])
+    # TransNetV2 in the video tasks instead (detect.device cpu): measured by bench/bench_detect.py
+    detect_cpu_s_per_video_s: float = _measured("transnetv2_cpu_s_per_video_s")
     # ---- captioning (measured: BLIP-2 OPT-2.7B fp16, whole stage, 30 new tokens, NVIDIA H200; docs/scale.md)
     caption_keyframes_per_gpu_s: float = 60.2   # beam 5 (captioner default), batch 64 (deploy's curate.yaml)
     gpu_utilization: float = 0.75         # assumption: JPEG decode/preprocessing and waiting for video tasks
@@ -128,6 +147,9 @@ def capacity_plan(p: PlanInputs) -> Plan:
     groups = [
         _group("video", f"{video_seconds * cpu_per_video_s / 3600:,.0f} vCPU-hours of probe+split+cut",
                video_seconds * cpu_per_video_s, p.video_node_vcpus * p.cpu_utilization, p.video_node_usd_h, days),
+        _group("detect", f"{video_seconds * p.source_fps / 1e9:,.1f} G frames through TransNetV2",
+               video_seconds * p.source_fps, p.detect_frames_per_gpu_s * p.gpu_utilization, p.gpu_usd_h, days,
+               held_for_run=True),
         _group("caption", f"{p.clips:,} keyframes", p.clips, p.caption_keyframes_per_gpu_s * p.gpu_utilization,
                p.gpu_usd_h, days, held_for_run=True),
         _group("download", f"{download_bytes / 1e12:,.0f} TB from YouTube", download_bytes,
@@ -158,6 +180,10 @@ def plan_inputs(sets: list[str]) -> PlanInputs:
 
 def format_plan(plan: Plan) -> str:
     p = plan.inputs
+    measured_rate, gpu_measured = measured_or("transnetv2_gpu_frames_per_s", 0.0)
+    rate = p.detect_frames_per_gpu_s
+    detect_rate = ("measured" if gpu_measured and rate == measured_rate else
+                   "the target, not yet measured on a GPU" if rate == DETECT_GPU_TARGET else "given")
     lines = [f"HD-VG-130M in {p.target_days:g} days: {p.source_videos:,} videos, {p.source_hours:,.0f} h, "
              f"{p.clips:,} clips", "",
              "| group | work | nodes | node-hours | USD |", "| --- | --- | ---: | ---: | ---: |"]
@@ -170,6 +196,9 @@ def format_plan(plan: Plan) -> str:
               f"writers: {plan.output_mb_s:,} MB/s of clips need {plan.writers} shard writer(s) at "
               f"{p.writer_mb_s:g} MB/s each (shards.writers=per_node: one on each of the "
               f"{plan.group('video').nodes} video nodes)",
+              f"detect: TransNetV2 at {p.detect_frames_per_gpu_s:,.0f} frames/s per GPU ({detect_rate}); on the "
+              f"video nodes' CPUs instead (detect.device cpu) it would add "
+              f"{p.source_hours * p.detect_cpu_s_per_video_s:,.0f} vCPU-hours",
               f"total: USD {plan.total_usd:,.0f} (compute USD {plan.compute_usd:,.0f})"]
     return "\n".join(lines)
 

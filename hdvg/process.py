@@ -173,7 +173,8 @@ def _rebuild(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConfi
     return VideoResult(video_row(item, STATUS_OK, None, info, samples, fetched, note), samples)
 
 
-def _detected(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConfig, work: Path) -> VideoResult:
+def _detected(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConfig, work: Path,
+              predict=None) -> VideoResult:
     reason = filter_video(info, cfg.filter)
     if reason:
         return VideoResult(video_row(item, STATUS_FILTERED, reason, info, fetched=fetched))
@@ -187,7 +188,8 @@ def _detected(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConf
             regions.append(Span(max(first, end), max(last, end)))
             end = regions[-1].end
     plan = SceneClips(cfg.clip, info.fps, regions)
-    scan, clips = cut_video(fetched.path, info, plan, work / "clips", cfg.encode, cfg.detect, task_threads(cfg))
+    scan, clips = cut_video(fetched.path, info, plan, work / "clips", cfg.encode, cfg.detect, task_threads(cfg),
+                            predict)
     if hdvila:  # clip ids <vid>.<k>_<j>: the j-th clip inside HD-VILA clip k
         cut = []
         for clip, region in zip(hdvila, regions):
@@ -203,8 +205,10 @@ def _detected(item: WorkItem, fetched: Fetched, info: VideoInfo, cfg: CurateConf
     return VideoResult(video_row(item, STATUS_OK, None, info, samples, fetched), samples)
 
 
-def process_video(item: WorkItem, cfg: CurateConfig, scratch: str | Path | None = None) -> VideoResult:
-    """Run every CPU stage on one video; the result carries the clips' bytes and the video's row."""
+def process_video(item: WorkItem, cfg: CurateConfig, scratch: str | Path | None = None,
+                  predict=None) -> VideoResult:
+    """Run every CPU stage on one video; the result carries the clips' bytes and the video's row. `predict`:
+    TransNetV2 on a GPU actor (hdvg.pipeline), else detection runs in this task."""
     started = time.monotonic()
     if item.problem or item.not_video:
         result = VideoResult(video_row(item, STATUS_FAILED, f"input: {item.problem}") if item.problem else
@@ -216,8 +220,10 @@ def process_video(item: WorkItem, cfg: CurateConfig, scratch: str | Path | None 
         work = Path(tempfile.mkdtemp(prefix="hdvg-", dir=scratch))
         fetched = fetch(item, work, cfg.source)
         info = probe(fetched.path)
-        plan = _rebuild if item.scenes else _detected
-        result = plan(item, fetched, info, cfg, work)
+        if item.scenes:
+            result = _rebuild(item, fetched, info, cfg, work)
+        else:
+            result = _detected(item, fetched, info, cfg, work, predict)
     except FetchError as exc:  # "download: <classification>: <message>", or "fetch: <message>" for a local path
         stage = "download" if exc.classification else "fetch"
         result = VideoResult(video_row(item, STATUS_FAILED, f"{stage}: {exc}", attempts=exc.attempts))

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
+from tqdm import tqdm
 
 from hdvg.captioning import build_captioner, build_preprocessor, caption_stream, resolve_captioner
 from hdvg.config import CaptionConfig, ConfigError
@@ -93,7 +95,8 @@ def recaption(out: str | Path, cfg: CaptionConfig, name: str | None = None, writ
     captioner = build_captioner(spec) if todo else None
     preprocess = build_preprocessor(spec) if todo else None
     started, clips = time.monotonic(), 0
-    for tar in todo:
+    # a progress line with ETA on a terminal, none in a log file
+    for tar in tqdm(todo, desc="caption", unit="shard", dynamic_ncols=True, disable=not sys.stderr.isatty()):
         samples = read_shard(tar)
         batches = [[s["jpg"] for s in samples[i:i + cfg.batch_size]] for i in range(0, len(samples), cfg.batch_size)]
         captions = [c for got in caption_stream(captioner, preprocess, batches) for c in got]

@@ -1,5 +1,9 @@
-"""Scene detection: `decoded_frames` (one PyAV decode of a video), `SceneFinder` (PySceneDetect's detector fed
-frame by frame), `detect_scenes` (the two together) and `scene_spans` (scenes -> clip spans).
+"""Scene detection: `DecodedVideo` (one PyAV decode of a video), `SceneFinder` (PySceneDetect's detector fed
+frame by frame; `hdvg.transnet.TransNetFinder` is TransNetV2's), `detect_scenes` (a decode and a finder) and
+`scene_spans` (transitions -> clip spans).
+
+A detector reports transitions as spans of frames that belong to no clip: a hard cut at frame c is the empty
+span (c, c), a dissolve or fade the frames it blends. PySceneDetect reports hard cuts only.
 
 Frames are numbered as decoded, in presentation order, from 0: the numbering of the cutter, which runs the
 same decode (`hdvg.cutting`), and of every checker (`select=eq(n\\,I)` in ffmpeg). PySceneDetect's own
@@ -25,14 +29,7 @@ class DecodeError(Exception):
     """The video stream cannot be decoded; the message is the recorded reason."""
 
 
-@dataclass(frozen=True)
-class SceneScan:
-    cuts: list[int]           # first frame of every scene after the first
-    frame_times: np.ndarray   # seconds of each decoded frame from the first one, float64[num_frames]
-    num_frames: int
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Span:
     start: int  # first frame
     end: int    # one past the last frame
@@ -40,6 +37,23 @@ class Span:
     @property
     def num_frames(self) -> int:
         return self.end - self.start
+
+
+@dataclass(frozen=True)
+class SceneScan:
+    transitions: list[Span]   # sorted, disjoint; frames in them belong to no scene (a hard cut is empty)
+    frame_times: np.ndarray   # seconds of each decoded frame from the first one, float64[num_frames]
+    num_frames: int
+
+    @property
+    def cuts(self) -> list[int]:
+        """First frame of every scene after the first."""
+        return [t.end for t in self.transitions]
+
+
+def hard_cuts(cuts: list[int]) -> list[Span]:
+    """Cuts as transitions without frames of their own."""
+    return [Span(c, c) for c in cuts]
 
 
 class DecodedVideo:
@@ -99,11 +113,13 @@ def detection_size(width: int, height: int, target_width: int) -> tuple[int, int
 
 
 class SceneFinder:
-    """PySceneDetect's detector fed one decoded frame at a time (`push`), then `finish`ed at the end.
+    """PySceneDetect's detector fed one decoded frame at a time (`push`), then `finish`ed at the end; both
+    return the cuts they decided, as empty transitions.
 
     A detector decides a cut a few frames after it (AdaptiveDetector compares each frame with a window
     around it; ContentDetector's flash filter may hold a cut back by up to `min_scene_len`): `lag` bounds
-    that delay, so once frame n + lag has been pushed, every cut at or before n is known.
+    that delay, so once frame n + lag has been pushed, every cut at or before n is known: `decided` is the
+    first frame not yet known to be free of cuts.
     """
 
     def __init__(self, cfg: DetectConfig, rate: Fraction):
@@ -113,9 +129,16 @@ class SceneFinder:
         # one reformatter for the whole video: VideoFrame.reformat builds a new swscale context per frame
         self.reformatter = VideoReformatter()
         self.timecode: FrameTimecode | None = None
+        self.pushed = 0
+        self.finished = False
 
-    def push(self, index: int, frame: av.VideoFrame) -> list[int]:
+    @property
+    def decided(self) -> int:
+        return self.pushed if self.finished else max(0, self.pushed - self.lag)
+
+    def push(self, index: int, frame: av.VideoFrame) -> list[Span]:
         """Analyse frame `index`; the cuts this frame let the detector decide (earlier frame numbers)."""
+        self.pushed = index + 1
         if self.cfg.frame_skip and index % (self.cfg.frame_skip + 1):
             return []
         width, height = detection_size(frame.width, frame.height, self.cfg.detect_width)
@@ -125,30 +148,46 @@ class SceneFinder:
         image = self.reformatter.reformat(frame, width=width, height=height, format="bgr24",
                                           interpolation="POINT").to_ndarray()
         self.timecode = FrameTimecode(index, fps=self.rate)
-        return [c.frame_num for c in self.detector.process_frame(self.timecode, image)]
+        return hard_cuts([c.frame_num for c in self.detector.process_frame(self.timecode, image)])
 
-    def finish(self) -> list[int]:
+    def finish(self) -> list[Span]:
         """Cuts the detector still held back at the end of the video."""
-        return [c.frame_num for c in self.detector.post_process(self.timecode)] if self.timecode else []
+        self.finished = True
+        return hard_cuts([c.frame_num for c in self.detector.post_process(self.timecode)]) if self.timecode else []
 
 
-def detect_scenes(path: str | Path, cfg: DetectConfig) -> SceneScan:
-    """Decode `path` once and return its scene cuts and per-frame timestamps (detection alone; the
+def make_finder(cfg: DetectConfig, rate: Fraction, threads: int = 1, predict=None):
+    """The finder of `cfg.detector`. TransNetV2 runs through `predict` (a GPU actor's, see hdvg.pipeline),
+    else in this process on CPU with `threads` threads."""
+    if cfg.detector != "transnetv2":
+        return SceneFinder(cfg, rate)
+    from hdvg.transnet import TransNetFinder, local_predictor
+
+    if predict is None:
+        return TransNetFinder(cfg, local_predictor(cfg, threads), cfg.batch_windows)
+    return TransNetFinder(cfg, predict, cfg.gpu_batch_windows)
+
+
+def detect_scenes(path: str | Path, cfg: DetectConfig, threads: int = 1, predict=None) -> SceneScan:
+    """Decode `path` once and return its transitions and per-frame timestamps (detection alone; the
     curation job detects inside the cutter's decode, `hdvg.cutting.cut_video`)."""
     times: list[float] = []
-    cuts: list[int] = []
+    found: list[Span] = []
     with DecodedVideo(path) as video:
-        finder = SceneFinder(cfg, video.rate)
+        finder = make_finder(cfg, video.rate, threads, predict)
         for index, frame, t in video:
             times.append(t)
-            cuts += finder.push(index, frame)
-        cuts += finder.finish()
-    return scan_of(cuts, times)
+            found += finder.push(index, frame)
+        found += finder.finish()
+    return scan_of(found, times)
 
 
-def scan_of(cuts: list[int], times: list[float]) -> SceneScan:
+def scan_of(transitions: list[Span], times: list[float]) -> SceneScan:
+    """The scan of a decoded video: transitions clipped to its frames, cuts at its ends dropped."""
     n = len(times)
-    return SceneScan(cuts=sorted({c for c in cuts if 0 < c < n}), frame_times=np.asarray(times), num_frames=n)
+    kept = {Span(max(0, t.start), min(n, t.end)) for t in transitions}
+    kept = sorted(t for t in kept if t.num_frames > 0 or 0 < t.start < n)
+    return SceneScan(transitions=kept, frame_times=np.asarray(times), num_frames=n)
 
 
 def clip_length_limits(fps: float, cfg: ClipConfig) -> tuple[int, int]:
@@ -157,13 +196,21 @@ def clip_length_limits(fps: float, cfg: ClipConfig) -> tuple[int, int]:
     return min_len, max(min_len, int(cfg.max_clip_seconds * fps))
 
 
-def scene_spans(cuts: list[int], num_frames: int, fps: float, cfg: ClipConfig) -> list[Span]:
-    """Turn scene cuts into clip spans: scenes shorter than `min_clip_seconds` are dropped; longer than
-    `max_clip_seconds` are split into consecutive clips of that length (a remainder too short is dropped)."""
+def scenes_between(transitions: list[Span], num_frames: int) -> list[Span]:
+    """The scenes of a video: the frames before, between and after its transitions (some may be empty)."""
+    inside = [t for t in transitions if t.end > 0 and t.start < num_frames]
+    starts = [0, *[min(t.end, num_frames) for t in inside]]
+    ends = [*[max(t.start, 0) for t in inside], num_frames]
+    return [Span(s, e) for s, e in zip(starts, ends)]
+
+
+def scene_spans(transitions: list[Span], num_frames: int, fps: float, cfg: ClipConfig) -> list[Span]:
+    """Turn transitions into clip spans: the scenes between them shorter than `min_clip_seconds` are dropped;
+    longer than `max_clip_seconds` are split into consecutive clips of that length (a remainder too short
+    is dropped)."""
     min_len, max_len = clip_length_limits(fps, cfg)
-    bounds = [0, *[c for c in cuts if 0 < c < num_frames], num_frames]
     spans = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for start, end in ((s.start, s.end) for s in scenes_between(transitions, num_frames)):
         for s in range(start, end, max_len):
             e = min(s + max_len, end)
             if e - s >= min_len:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hdvg.storage import fsync_path
+
 CHECKPOINTS_DIR = "checkpoints"
 DAMAGED_SUFFIX = ".damaged"
 _NAME = re.compile(r"step_(\d{9})\.pt$")
@@ -72,14 +74,6 @@ def restore_rng_states(states: dict[str, Any], generators: dict[str, torch.Gener
 
 # ------------------------------------------------------------------------------------------ write / read
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, optimizer=None, scheduler=None,
                     ema=None, generators: dict[str, torch.Generator] | None = None,
                     rng: list[dict[str, Any]] | None = None, data: Any = None, extra: dict | None = None,
@@ -102,7 +96,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, o
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)  # the rename itself survives a power loss
+    fsync_path(path.parent)  # the rename itself survives a power loss
     if keep is not None:
         for old in list_checkpoints(run_dir)[:-keep]:
             old.unlink()

@@ -15,7 +15,7 @@ from hdvg.cutting import SceneClips, clip_size, count_frames, cut_clips, cut_vid
 from hdvg.keyframes import centre_frame, clip_keyframe, extract_keyframes
 from hdvg.probe import probe
 from hdvg.process import process_video
-from hdvg.scenes import Span, detect_scenes, scene_spans
+from hdvg.scenes import Span, detect_scenes, hard_cuts, scene_spans
 from hdvg.sources import WorkItem
 from tests.conftest import best_match, gray_frames, psnr, shared_file
 
@@ -51,8 +51,8 @@ def assert_frame_exact(src, clips):
 def testvideo_clips(tmp_path_factory):
     src = shared_file("pyscenedetect_resources/testvideo.mp4")
     info = probe(src)
-    scan = detect_scenes(src, DetectConfig())
-    spans = scene_spans(scan.cuts, scan.num_frames, info.fps, ClipConfig(min_clip_seconds=0.5, max_clip_seconds=4))
+    scan = detect_scenes(src, DetectConfig(detector="adaptive"))
+    spans = scene_spans(scan.transitions, scan.num_frames, info.fps, ClipConfig(min_clip_seconds=0.5, max_clip_seconds=4))
     return src, spans, cut_clips(src, info, spans, tmp_path_factory.mktemp("cut"), EncodeConfig(preset="ultrafast"))
 
 
@@ -138,7 +138,7 @@ def test_clip_keyframe_is_the_decoded_frame_of_that_number(tmp_path):
 
 
 @pytest.mark.parametrize("cfg, golden_name", [
-    (DetectConfig(), "testvideo.mp4.AdaptiveDetector.default.json"),
+    (DetectConfig(detector="adaptive"), "testvideo.mp4.AdaptiveDetector.default.json"),
     # ContentDetector's flash filter holds cuts back by up to min_scene_len frames: the longest lag
     (DetectConfig(detector="content"), "testvideo.mp4.ContentDetector.default.json"),
 ])
@@ -152,7 +152,7 @@ def test_cut_video_detects_and_cuts_in_one_decode(tmp_path, cfg, golden_name):
     clip_cfg = ClipConfig(min_clip_seconds=1, max_clip_seconds=4)
     scan, clips = cut_video(src, info, SceneClips(clip_cfg, info.fps), tmp_path, EncodeConfig(preset="ultrafast"), cfg)
     assert scan.cuts == golden and scan.num_frames == 720
-    spans = scene_spans(scan.cuts, scan.num_frames, info.fps, clip_cfg)
+    spans = scene_spans(scan.transitions, scan.num_frames, info.fps, clip_cfg)
     assert [c.span for c in clips] == spans
     assert Span(691, 720) not in spans and any(s.num_frames == int(4 * info.fps) for s in spans)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(c.path.name for c in clips)
@@ -163,14 +163,14 @@ def test_scene_clips_start_every_kept_clip_where_its_span_starts():
     """Streaming plan == final plan: every frame of a kept span goes to the encoder opened at the span's
     start, knowing only the cuts up to that frame; frames outside the regions go nowhere."""
     cfg = ClipConfig(min_clip_seconds=1, max_clip_seconds=3)
-    cuts, n, fps = [7, 40, 45, 100, 131], 200, 10.0
+    cuts, n, fps = hard_cuts([7, 40, 45, 100, 131]), 200, 10.0
     for regions in (None, [Span(0, 50), Span(60, 90), Span(90, 180)]):
         plan = SceneClips(cfg, fps, regions)
         spans = plan.spans(cuts, n)
         assert spans and all(s.num_frames <= 30 and s.num_frames >= 10 for s in spans)
         for s in spans:
             for f in range(s.start, s.end):
-                assert plan.clip_start(f, [c for c in cuts if c <= f]) == s.start
+                assert plan.clip_start(f, [c for c in cuts if c.start <= f]) == s.start
         if regions:
             assert plan.clip_start(55, cuts) is None and plan.clip_start(185, cuts) is None
             assert all(any(r.start <= s.start and s.end <= r.end for r in regions) for s in spans)

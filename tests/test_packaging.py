@@ -107,8 +107,13 @@ def new_venv(where: Path) -> Path:
 
 
 def build_and_install(source: Path, python: Path, wheels: Path) -> Path:
+    """Build the wheel from a copy of `source` (setuptools writes build/ and *.egg-info beside the sources) and
+    install it into `python`'s environment."""
+    copy = wheels.parent / "sources"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns(".venv", ".git", "data", "build", "*.egg-info",
+                                                                "__pycache__", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(wheels), str(source)], check=True, capture_output=True)
+                    "-w", str(wheels), str(copy)], check=True, capture_output=True)
     (wheel,) = wheels.glob("hdvg-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
                     "--no-index", str(wheel)], check=True, capture_output=True)

@@ -78,8 +78,13 @@ def test_export_writes_a_pipeline_folder_diffusers_loads(run_dir, tmp_path):
     g = torch.Generator().manual_seed(0)
     x, text = torch.randn(1, 4, 3, 4, 8, generator=g), torch.randn(1, 77, loaded.config.cross_attention_dim)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.eval()(x, torch.tensor([500]), text),
-                                   reference.eval()(x, torch.tensor([500]), text), rtol=0, atol=0)
+        want = reference.eval()(x, torch.tensor([500]), text)
+        # safetensors' memory-mapped tensors are aligned unlike freshly allocated ones, so oneDNN may pick other
+        # kernels: equal to float rounding (5e-7 measured), and bit for bit once the weights sit in fresh memory
+        torch.testing.assert_close(loaded.eval()(x, torch.tensor([500]), text), want, rtol=1e-5, atol=1e-6)
+        for p in loaded.parameters():
+            p.data = p.data.clone()
+        torch.testing.assert_close(loaded(x, torch.tensor([500]), text), want, rtol=0, atol=0)
     scheduler = DDIMScheduler.from_pretrained(out, subfolder="scheduler")
     assert scheduler.config.steps_offset == 1 and scheduler.config.beta_schedule == "scaled_linear"
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from tqdm import tqdm
 
 from model.data import Clip, SkipSample, VideoBytes, central_indices, expand_shards, iter_clips
 from model.eval.clipsim import CLIPSIM_MODEL, CROP_POLICIES, ClipScorer
@@ -123,7 +125,10 @@ def generate(cfg: EvalConfig, samples: list[Sample], device: str) -> int:
     (output / VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
     # 16 frames (the protocol's clip) at the size the run was trained at (the paper's runs: 344x192)
     width, height = sampler.cfg.data.width, sampler.cfg.data.height
-    for batch in batches(todo, cfg.batch_size):
+    # a progress line with ETA on a terminal, none in a log file
+    progress = tqdm(total=len(todo), desc="eval: generate", unit="video", dynamic_ncols=True,
+                    disable=not sys.stderr.isatty())
+    for batch in progress_batches(todo, cfg.batch_size, progress):
         frames = sampler.generate([s.prompt for s in batch], [s.seed for s in batch], steps=cfg.steps,
                                   guidance=cfg.guidance, num_frames=CLIP_FRAMES, width=width,
                                   height=height)  # uint8 (B, 16, H, W, 3)
@@ -133,6 +138,14 @@ def generate(cfg: EvalConfig, samples: list[Sample], device: str) -> int:
             write_video(clip, str(tmp))
             tmp.replace(path)
     return len(todo)
+
+
+def progress_batches(items, size: int, progress):
+    """`batches(items, size)`, advancing `progress` by each batch's length once the caller is done with it."""
+    with progress:
+        for batch in batches(items, size):
+            yield batch
+            progress.update(len(batch))
 
 
 # ------------------------------------------------------------------------------------------ clip sources
@@ -177,7 +190,9 @@ def score(cfg: EvalConfig, source: str, device: str) -> tuple[list[dict], list[n
     generated = FeatureStats(KINETICS_CLASSES)
     sim_sum, sim_frames, sim_samples, uncaptioned = 0.0, 0, 0, 0
     grid: list[np.ndarray] = []
-    for batch in batches(itertools.islice(iter_source(source), cfg.num_samples), cfg.score_batch):
+    progress = tqdm(total=cfg.num_samples, desc=f"eval: score {Path(source).name}", unit="clip", dynamic_ncols=True,
+                    disable=not sys.stderr.isatty())
+    for batch in progress_batches(itertools.islice(iter_source(source), cfg.num_samples), cfg.score_batch, progress):
         grid += [c.frames for c in batch][:GRID_CLIPS - len(grid)]
         if detector is not None:
             generated.add(i3d_features(detector, [c.frames for c in batch], cfg.resize))
