@@ -167,6 +167,26 @@ def cmd_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from hdvg.scoring import ScoreConfig, build_score_config, score
+
+    values = {name: getattr(args, f"score_{name}") for name in ScoreConfig.model_fields}
+    for got in score(args.out, build_score_config(args.config, values, args.set), args.max_shards):
+        extra = (f"; features {got['features']}" + (f", {got['search']} search at cosine >= {got['threshold']}: "
+                 f"{got['duplicates']} duplicates in {got['groups']} groups" if got.get("grouped") else
+                 ", groups wait for the remaining shards") if got["scorer"] == "dedup" else "")
+        print(f"hdvg: {got['scorer']}: {got['shards_done']} shards ({got['clips']} clips) scored, "
+              f"{got['shards_total']} shards in all{extra} -> {got['folder']}")
+    return 0
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    from hdvg.query import format_selection, select
+
+    print(format_selection(select(args.out, args.where, args.output)))
+    return 0
+
+
 def curate_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--input", "-i", required=True, help="directory of videos or a manifest")
     parser.add_argument("--output", "-o", required=True, help="output folder OUT")
@@ -215,8 +235,27 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("--shards", action="store_true", help="also write shards with the new captions")
     cp.add_argument("--max-shards", type=int, help="caption at most this many more shards (a rerun goes on)")
     add_config_flags(cp, section="captioner.")
+    scp = sub.add_parser("score", help="score the clips of an OUT (clip-caption match, aesthetics, near-duplicates)")
+    scp.add_argument("out")
+    scp.add_argument("--config", help="YAML or JSON file with a `score` section")
+    scp.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a score field")
+    scp.add_argument("--max-shards", type=int, help="score at most this many more shards per scorer (a rerun goes on)")
+    from hdvg.scoring import ScoreConfig
+
+    for name, info in ScoreConfig.model_fields.items():
+        options = {"type": str} if name == "scorers" else _flag_options(info)
+        if "choices" not in options:
+            options.setdefault("metavar", name.split("_")[-1].upper())
+        scp.add_argument(f"--{name.replace('_', '-')}", dest=f"score_{name}", default=None, **options,
+                         help=f"{info.description} [default {info.get_default(call_default_factory=True)!r}]")
+    fp = sub.add_parser("filter", help="the clips an SQL predicate over the index and scores keeps (read time)")
+    fp.add_argument("out")
+    fp.add_argument("--where", required=True, help="DuckDB expression over index and score columns, e.g. "
+                    "\"aesthetic >= 4.75 AND duplicate_of IS NULL\"")
+    fp.add_argument("--output", help="write the kept clips' index rows and scores to this parquet file")
     handlers = {"curate": cmd_curate, "sample": cmd_sample, "validate": cmd_validate,
-                "stats": cmd_stats, "plan": cmd_plan, "caption": cmd_caption}
+                "stats": cmd_stats, "plan": cmd_plan, "caption": cmd_caption, "score": cmd_score,
+                "filter": cmd_filter}
     curation = set(handlers)
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)

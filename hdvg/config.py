@@ -137,6 +137,9 @@ class CaptionConfig(_Section):
                             "(the 'none' captioner asks for none)")
     batch_size: int = Field(32, ge=1, description="keyframes per model call; batches gather keyframes "
                             "of several videos")
+    call_timeout_s: float = Field(900.0, gt=0, description="wall-clock limit of one captioner actor call: past "
+                                  "it the call's videos fail as transient 'caption: timeout ...' and the actor is "
+                                  "restarted (a hung GPU does not stall the job)")
 
     @model_validator(mode="after")
     def _lengths(self) -> "CaptionConfig":

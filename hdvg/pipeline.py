@@ -26,7 +26,7 @@ from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hdvg.captioning import CaptionerSpec, build_captioner, build_preprocessor, caption_groups, resolve_captioner
-from hdvg.config import ConfigError, CurateConfig
+from hdvg.config import CaptionConfig, ConfigError, CurateConfig
 from hdvg.lock import OutLock
 from hdvg.process import process_video
 from hdvg.scheduler import Scheduler, error_text, local_size, read_ahead
@@ -227,6 +227,13 @@ class Stages:
         refs = self.captioners[index].caption_videos.options(num_returns=len(pixels)).remote(*pixels)
         return [refs] if len(pixels) == 1 else refs
 
+    def restart_captioner(self, index: int, calls: list) -> None:
+        """Cancel the calls of captioner `index` (so they are not retried) and kill its process; Ray starts
+        it again (max_restarts=-1), loading the weights afresh."""
+        for ref in calls:
+            ray.cancel(ref)
+        ray.kill(self.captioners[index], no_restart=False)
+
     def writer(self, node: str, writer_id: str, first: int | None):
         """A writer actor on `node` ("head": the driver's); it dies with its node. `first`: the first shard
         number of the job's only writer (it counts on by itself); None: numbers from ShardNumbers."""
@@ -262,13 +269,24 @@ def yt_dlp_version() -> str:
     return __version__
 
 
+def rebuild_captioner(cfg: CaptionConfig) -> CaptionerSpec:
+    """The captioner of the released scenes that lack a caption: the configured one where its weights and
+    packages are there, else none (those scenes stay uncaptioned and the run says why)."""
+    try:
+        return resolve_captioner(cfg.model_copy(update={"on_missing_weights": "uncaptioned"}))
+    except ImportError as exc:  # a curation node without the caption extra
+        return CaptionerSpec(cfg, f"none:not-installed:{cfg.name}", uncaptioned_reason=f"captioner.name: {exc}")
+
+
 def run_curation(cfg: CurateConfig) -> dict:
     """Curate `cfg.input` into `cfg.output`; resumes what an earlier run of the same OUT left."""
     started = time.monotonic()
-    # missing weights fail first, before OUT is touched; a rebuild that keeps the released captions needs
-    # no captioner at all
-    needs_captions = cfg.source.recaption or not is_release_input(cfg.input)
-    spec = resolve_captioner(cfg.captioner) if needs_captions else CaptionerSpec(cfg.captioner, "none")
+    # missing weights fail first, before OUT is touched; a rebuild that keeps the released captions captions
+    # only the released scenes without one, and goes on without where the captioner cannot run
+    if cfg.source.recaption or not is_release_input(cfg.input):
+        spec = resolve_captioner(cfg.captioner)
+    else:
+        spec = rebuild_captioner(cfg.captioner)
     store = Store(cfg.output, cfg.run.scratch_dir)  # a local folder or an s3:// / gs:// URI (hdvg.storage)
     with OutLock(store, cfg.run.lock_ttl_s).acquire(force=cfg.run.force_unlock):
         done, first_shard = recover(store, cfg.run.retry_failed)

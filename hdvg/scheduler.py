@@ -4,7 +4,7 @@ until its row commits.
     decoding    process task running (fetch, probe, filter, cut, keyframes)       deadline enforced here
     preparing   keyframes of the clips still without a caption being preprocessed
     queued      preprocessed, waiting for a captioner batch
-    captioning  in a captioner actor's call (a batch gathers keyframes of several videos)
+    captioning  in a captioner actor's call (a batch gathers keyframes of several videos)  deadline here too
     adding      sent to its node's shard writer
     pending     added, waiting for the writer to commit the shard it is in
 
@@ -12,6 +12,9 @@ A record is done when its writer commits; only then does it count in the progres
 a later input line with the same video_id recorded (as a duplicate), so a crash in between never marks the
 original done. A video task that passes its deadline is cancelled and recorded as `timeout: ...`; one whose
 writer is lost (its node died) is processed again, unless the writer committed it before it died.
+A captioner call without an answer within `captioner.call_timeout_s` (counted from its dispatch, so it covers
+an actor still loading its weights) fails its videos as transient `caption: timeout: ...` and the actor is
+killed and started again by Ray, so a hung GPU costs one batch, not the job.
 
 `Scheduler` only moves records; the stage functions and actors are in hdvg.pipeline.
 """
@@ -268,8 +271,9 @@ class Scheduler:
                 group.append(self.queued.pop(0))
                 clips += len(group[-1].need)
             refs = self.stages.caption(index, [r.pixels_ref for r in group])
+            deadline = time.monotonic() + self.cfg.captioner.call_timeout_s
             for ref, rec in zip(refs, group):
-                rec.captioner, rec.captioned_ref = index, ref
+                rec.captioner, rec.captioned_ref, rec.deadline = index, ref, deadline
                 self.captioning[ref] = rec
             self.outstanding[index] += len(group)
 
@@ -398,6 +402,15 @@ class Scheduler:
                 self._fail(rec, f"timeout: no result within {limit:g} s (encode.timeout_s"
                                 f"{' + source.download_timeout_s' if limit > self.cfg.encode.timeout_s else ''}); "
                                 f"task cancelled")
+        late = {rec.captioner for rec in self.captioning.values() if now > rec.deadline}
+        for index in late:  # a hung call: its videos fail (transient), its actor starts afresh
+            calls = [(ref, rec) for ref, rec in self.captioning.items() if rec.captioner == index]
+            self.stages.restart_captioner(index, [ref for ref, _ in calls])
+            self.outstanding[index] = 0
+            for ref, rec in calls:
+                del self.captioning[ref]
+                self._fail(rec, f"caption: timeout: no answer within {self.cfg.captioner.call_timeout_s:g} s "
+                                f"(captioner.call_timeout_s); captioner restarted")
         if self.cancelling:
             ready, _ = ray.wait(list(self.cancelling), num_returns=len(self.cancelling), timeout=0, fetch_local=False)
             for ref in ready:

@@ -32,6 +32,8 @@ UNKNOWN_CATEGORY = "unknown"  # clips whose source carries no category (local fi
 FIGURE_SIZE, FIGURE_DPI = (8.0, 4.5), 100  # every PNG is 800 x 450 pixels
 FIGURES = {"categories": "categories.png", "durations": "clip_durations.png",
            "caption_words": "caption_words.png", "failures": "failure_reasons.png"}
+# histogram bin width of each score column of OUT/scores (hdvg.scoring), drawn as score_<column>.png
+SCORE_BINS = {"clip_score": 0.01, "aesthetic": 0.25}
 
 
 @dataclass
@@ -47,6 +49,9 @@ class DatasetStats:
     uncaptioned: int = 0                                   # clips with a null or empty caption
     failure_classes: Counter = field(default_factory=Counter)   # reason group (hdvg.tally) -> videos
     max_clip_seconds: float = 0.0
+    scores: dict[str, Counter] = field(default_factory=dict)    # score column -> bin (floor(v / width)) -> clips
+    scored: Counter = field(default_factory=Counter)            # score column -> clips with a value
+    duplicates: int | None = None                               # clips marked duplicate_of (None: no dedup pass)
 
     @property
     def hours(self) -> float:
@@ -68,6 +73,10 @@ class DatasetStats:
             "caption_words": words,
             "categories": dict(self.categories.most_common()),
             "failure_classes": dict(self.failure_classes.most_common()),
+            "scores": {column: {"clips": self.scored[column], **_moments(Counter(
+                {round(b * SCORE_BINS[column], 6): n for b, n in bins.items()}))}
+                for column, bins in self.scores.items()},
+            "duplicates": self.duplicates,
         }
 
 
@@ -131,7 +140,29 @@ def dataset_stats(out: str | Path) -> DatasetStats:
                                             filesystem=store.fs))
     table, _ = read_parts(store, TALLY_COLUMNS)  # a video retried with --retry-failed counts by its last row
     _add_videos(stats, VideoTally.of_parts(table))
+    _add_scores(stats, store)
     return stats
+
+
+def _add_scores(stats: DatasetStats, store: Store) -> None:
+    """Histograms of the score tables of `hdvg score` (OUT/scores/<scorer>/NNNNNN.parquet), file by file."""
+    from hdvg.scoring import SCORE_COLUMNS, SCORES_DIR
+
+    for scorer, columns in SCORE_COLUMNS.items():
+        files = [n for n in store.list(f"{SCORES_DIR}/{scorer}") if n.endswith(".parquet")]
+        names = [name for name, _ in columns]
+        for name in files:
+            table = pq.read_table(store.path(SCORES_DIR, scorer, name), columns=names, filesystem=store.fs)
+            for column in names:
+                values = table[column].drop_null()
+                if column == "duplicate_of":
+                    stats.duplicates = (stats.duplicates or 0) + len(values)
+                    continue
+                bins = stats.scores.setdefault(column, Counter())
+                bins.update(math.floor(v / SCORE_BINS[column]) for v in values.to_pylist())
+                stats.scored[column] += len(values)
+        if files and "duplicate_of" in names and stats.duplicates is None:
+            stats.duplicates = 0
 
 
 # ---------------------------------------------------------------- figures
@@ -215,13 +246,33 @@ def plot_failures(stats: DatasetStats, path: Path) -> dict[str, int]:
     return {label: int(bar.get_width()) for label, bar in zip(labels, bars)}
 
 
+def plot_score(stats: DatasetStats, column: str, path: Path) -> dict[float, int]:
+    """Histogram of one score column in bins of SCORE_BINS[column], keyed by each bin's lower edge."""
+    plt, fig, ax = _figure()
+    width, bins = SCORE_BINS[column], stats.scores[column]
+    edges = sorted(bins)
+    bars = ax.bar([b * width for b in edges], [bins[b] for b in edges], width=width, align="edge",
+                  color="#DD8452", edgecolor="white")
+    ax.set_xlabel(column)
+    ax.set_ylabel("clips")
+    ax.set_title(f"{column} ({stats.scored[column]} of {stats.clips} clips scored)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return {round(b * width, 6): int(bar.get_height()) for b, bar in zip(edges, bars)}
+
+
 def write_figures(stats: DatasetStats, dest: str | Path) -> dict[str, dict]:
-    """Write the four PNGs (names in FIGURES) into `dest`; return each figure's drawn bar heights."""
+    """Write the four PNGs (names in FIGURES) and one score_<column>.png per score column into `dest`; return
+    each figure's drawn bar heights."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     plots = {"categories": plot_categories, "durations": plot_durations,
              "caption_words": plot_caption_words, "failures": plot_failures}
-    return {name: plot(stats, dest / FIGURES[name]) for name, plot in plots.items()}
+    drawn = {name: plot(stats, dest / FIGURES[name]) for name, plot in plots.items()}
+    for column in stats.scores:
+        drawn[f"score_{column}"] = plot_score(stats, column, dest / f"score_{column}.png")
+    return drawn
 
 
 def format_summary(stats: DatasetStats) -> str:
@@ -239,6 +290,10 @@ def format_summary(stats: DatasetStats) -> str:
         "categories " + (", ".join(f"{k} {v}" for k, v in list(s["categories"].items())[:10]) or "-"),
     ]
     lines += [f"  {n} x {k}" for k, n in s["failure_classes"].items()]
+    lines += [f"score      {column}: {v['clips']} clips, mean {v['mean']}, median {v['median']}, "
+              f"range {v['min']}-{v['max']}" for column, v in s["scores"].items()]
+    if s["duplicates"] is not None:
+        lines.append(f"duplicates {s['duplicates']} clips marked duplicate_of another")
     return "\n".join(lines)
 
 

@@ -17,6 +17,10 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
                     help="shard set, e.g. 'OUT/shards/*.tar' (repeat to mix sets; replaces the config's)")
     tr.add_argument("--weights", action="append", type=float, metavar="W",
                     help="mixing weight of each --shards set, in order (default equal)")
+    tr.add_argument("--where", action="append", metavar="SQL",
+                    help="stream only the clips this predicate over the set's OUT index and scores keeps, e.g. "
+                         "\"aesthetic >= 4.75 AND duplicate_of IS NULL\" (docs/scores.md); one for all sets or one "
+                         "per --shards")
     tr.add_argument("--output", required=True, metavar="RUN", help="run folder (config.yaml, log.jsonl, checkpoints/)")
     tr.add_argument("--steps", type=int, metavar="N", help="train until optimiser step N")
     tr.add_argument("--resume", action="store_true", help="continue from RUN's newest checkpoint (exact)")
@@ -42,6 +46,10 @@ def _video_diffusion(sub: argparse._SubParsersAction) -> dict[str, Handler]:
             # the flags as overrides (JSON is YAML): one validation, the weights checked against the shards
             sets = list(args.set) + ([f"data.shards={json.dumps(args.shards)}",
                                       f"data.weights={json.dumps(args.weights or [])}"] if args.shards else [])
+            if args.where:  # one predicate for every set, or one per set
+                count = len(args.shards) if args.shards else None
+                where = args.where * count if count and len(args.where) == 1 else args.where
+                sets.append(f"data.where={json.dumps(where)}")
             sets += [f"{name}={json.dumps(getattr(args, name))}"
                      for name in ("steps", "pretrained", "components", "report_to") if getattr(args, name) is not None]
             trainer = Trainer(load_config(args.config, sets), args.output, resume=args.resume)

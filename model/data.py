@@ -39,6 +39,7 @@ import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import av
@@ -48,7 +49,8 @@ from PIL import Image
 from hdvg.contract import clip_id_of_key
 
 # Why a training sample was not used; each counted, never raised.
-SKIP_REASONS = ("undecodable", "too_short", "uncaptioned", "image_aspect", "unreadable_shard", "no_media")
+SKIP_REASONS = ("undecodable", "too_short", "uncaptioned", "image_aspect", "unreadable_shard", "no_media",
+                "where")  # where: left out by the set's data.where, before decoding
 
 
 class SkipSample(Exception):
@@ -392,9 +394,24 @@ def _open_image(data: bytes) -> Image.Image:
 
 @dataclass(frozen=True)
 class ShardSet:
-    """One shard set of a mixture (`pattern` as `expand_shards` reads it) and its sampling weight."""
+    """One shard set of a mixture (`pattern` as `expand_shards` reads it), its sampling weight, and a
+    read-time filter: a DuckDB predicate over the index and score tables of the OUT the shards are in
+    (`hdvg.query`), or None for every clip."""
     pattern: str
     weight: float = 1.0
+    where: str | None = None
+
+
+def selected_keys(urls: list[str], where: str) -> dict[str, frozenset[str]]:
+    """{shard url: keys of its clips `where` keeps} for local shards of one curated OUT (OUT/shards/*.tar);
+    a shard with none selected is left out."""
+    from hdvg.query import selected_keys as query
+
+    outs = {Path(u).resolve().parent.parent for u in urls}
+    if len(outs) != 1 or any("://" in u or u.startswith("pipe:") for u in urls):
+        raise ValueError(f"data.where needs the local shards of one curated OUT (OUT/shards/*.tar), got {urls[:3]}")
+    keys = query(outs.pop(), where)
+    return {u: frozenset(keys[Path(u).name]) for u in urls if keys.get(Path(u).name)}
 
 
 def _shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
@@ -436,6 +453,13 @@ class ShardStream:
             raise ValueError(f"shard set weights must be > 0: {[s.weight for s in sets]}")
         self.patterns = [s.pattern for s in sets]
         self.urls = [expand_shards(s.pattern) for s in sets]  # fails early on an empty pattern
+        # per set, None or {url: selected keys}: shards without a selected clip are never opened
+        self.keys = [selected_keys(urls, s.where) if s.where else None for s, urls in zip(sets, self.urls)]
+        for i, keys in enumerate(self.keys):
+            if keys is not None:
+                if not keys:
+                    raise ValueError(f"data.where {sets[i].where!r} selects no clip of {sets[i].pattern!r}")
+                self.urls[i] = [u for u in self.urls[i] if u in keys]
         weights = np.array([s.weight for s in sets], dtype=np.float64)
         self.probs = weights / weights.sum()
         self.make_sample, self.batch_size, self.seed = make_sample, batch_size, seed
@@ -454,11 +478,16 @@ class ShardStream:
                 stats["unreadable_shard"] += 1
                 warnings.warn(f"shard {url} unreadable: {exc}", stacklevel=2)
 
+            keys = self.keys[set_index]
             empty_in_a_row = 0
             while True:
                 empty_in_a_row += 1
-                for sample in iter_tar_samples([urls[int(rng.integers(len(urls)))]], on_error):
+                url = urls[int(rng.integers(len(urls)))]
+                for sample in iter_tar_samples([url], on_error):
                     empty_in_a_row = 0
+                    if keys is not None and sample["__key__"] not in keys[url]:
+                        stats["where"] += 1  # not selected by data.where: skipped before any decoding
+                        continue
                     yield sample
                 if empty_in_a_row > 10 * len(urls):  # every shard keeps failing: stop, do not spin
                     raise RuntimeError(f"no readable sample in {self.patterns[set_index]!r}")

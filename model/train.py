@@ -162,7 +162,8 @@ class Trainer:
             make_sample = LatentClips(d.num_frames, d.frame_stride, d.uncaptioned)
         else:
             make_sample = VideoClips(d.num_frames, d.frame_stride, d.width, d.height, d.uncaptioned)
-        return ShardStream([ShardSet(s, w) for s, w in zip(d.shards, weights)], make_sample,
+        where = d.where or [""] * len(d.shards)
+        return ShardStream([ShardSet(s, w, q or None) for s, w, q in zip(d.shards, weights, where)], make_sample,
                            self.cfg.optim.batch_per_gpu, seed=seed, shuffle_buffer=d.shuffle_buffer,
                            rank=self.env.rank, positions=positions)
 

@@ -27,6 +27,10 @@ class DataConfig(_Section):
     # Shard sets (patterns for model.data.expand_shards; `$VARS` expanded) and their mixing weights.
     shards: list[str] = Field(default_factory=list)
     weights: list[float] = Field(default_factory=list)
+    # Read-time filter per shard set: a DuckDB predicate over the set's OUT index and score tables (`hdvg
+    # filter`, docs/scores.md), "" for none; one for every set, or none at all. Only the selected clips are
+    # streamed; the others are skipped unread by the decoder and counted as `where`.
+    where: list[str] = Field(default_factory=list)
     # 16 frames per clip at 344x192 (Sec. 5.1 / appendix D.1: 43x24 latents of an f=8 VAE).
     num_frames: int = Field(16, ge=1)
     width: int = Field(344, ge=8, multiple_of=8)  # multiples of the VAE's factor 8
@@ -55,6 +59,14 @@ class DataConfig(_Section):
         if weights and len(weights) != len(shards):
             raise ValueError(f"needs one weight per shard set ({len(shards)})")
         return weights
+
+    @field_validator("where")
+    @classmethod
+    def _one_predicate_per_set(cls, where: list[str], info: ValidationInfo) -> list[str]:
+        shards = info.data.get("shards", [])
+        if where and len(where) != len(shards):
+            raise ValueError(f"needs one predicate per shard set ({len(shards)}), \"\" for none")
+        return where
 
 
 class DiffusionConfig(_Section):

@@ -7,6 +7,9 @@ import io
 import json
 import os
 import shutil
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -285,3 +288,47 @@ def test_a_captioner_error_fails_its_videos_as_transient(ray_local, tiny_model, 
     assert stats["videos_by_status"] == {"failed": 2} and stats["clips"] == 0  # never written uncaptioned
     assert all(r["reason"].startswith("caption: ") and r["failure"] == "transient" for r in rows)
     assert recover(out, retry_failed="transient")[0] == set()  # `--retry-failed` redoes them
+
+
+def stop_first_caption_actor(stopped: list[int], done: threading.Event) -> None:
+    """SIGSTOP the first `ray::CaptionActor` process of this machine that appears (a hung GPU, as the job sees
+    it: alive, silent); Ray's kill (SIGKILL) still ends it."""
+    while not done.is_set() and not stopped:
+        for proc in Path("/proc").iterdir():
+            try:
+                title = (proc / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if proc.name.isdigit() and title.startswith(b"ray::CaptionActor"):
+                os.kill(int(proc.name), signal.SIGSTOP)
+                stopped.append(int(proc.name))
+                return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_hung_captioner_call_fails_its_videos_as_transient_and_the_job_ends(ray_local, tiny_model, tmp_path):
+    from hdvg.pipeline import run_curation
+    from tests.test_sources import _three_colour_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        _three_colour_video(videos / name)
+    out = tmp_path / "out"
+    values = {"input": str(videos), "output": str(out), "captioner.name": "blip2", "captioner.model": str(tiny_model),
+              "captioner.num_cpus": 0.5, "captioner.call_timeout_s": 5, "filter.min_height": 100,
+              "encode.preset": "ultrafast"}
+    stopped, done = [], threading.Event()
+    watcher = threading.Thread(target=stop_first_caption_actor, args=(stopped, done), daemon=True)
+    watcher.start()
+    try:
+        stats = run_curation(build_config(values=values))
+    finally:
+        done.set()
+        watcher.join()
+    assert stopped, "the captioner actor was never seen"
+    rows = pq.read_table(out / "videos").to_pylist()
+    assert stats["videos_by_status"] == {"failed": 2} and stats["clips"] == 0
+    assert all(r["reason"].startswith("caption: timeout: no answer within 5 s") and r["failure"] == "transient"
+               for r in rows)

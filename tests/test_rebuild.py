@@ -173,3 +173,39 @@ def test_rebuilt_shards_carry_released_ids_and_captions(tmp_path, ray_local):
     assert {r["captioner"] for r in index} == {RELEASE_HDVG}
     (row,) = pq.read_table(out / "videos").to_pylist()
     assert row["status"] == STATUS_OK and row["num_clips"] == 5
+
+
+@pytest.mark.slow
+def test_a_rebuild_captions_the_released_scenes_without_a_caption(tmp_path, ray_local):
+    import io
+
+    import webdataset as wds
+    from PIL import Image
+
+    from hdvg.blip2_random import save_random_blip2
+    from hdvg.captioning import build_captioner, build_preprocessor, caption, resolve_captioner
+    from hdvg.config import CaptionConfig
+    from hdvg.pipeline import run_curation
+
+    hdvg, mirror = _first_hdvila_clip(tmp_path)
+    record = json.loads(hdvg.read_text())
+    scenes = record["1NRXqc74kQM"]["clip"]["1NRXqc74kQM.0.mp4"]["scene_split"]
+    scenes[2]["caption"] = None  # a released scene without a caption
+    hdvg.write_text(json.dumps(record))
+    blip2 = save_random_blip2(tmp_path / "tiny-blip2", seed=0)
+    out = tmp_path / "out"
+    run_curation(build_config(values={"input": str(hdvg), "output": str(out), "encode.preset": "ultrafast",
+                                      "source.mirror": str(mirror / "{video_id}.mp4"), "captioner.model": str(blip2),
+                                      "captioner.num_cpus": 0.5}))
+    index = {r["clip_id"]: r for r in pq.read_table(out / "index").to_pylist()}
+    (sample,) = [s for s in wds.WebDataset(str(out / "shards" / "000000.tar"), shardshuffle=False)
+                 if json.loads(s["json"])["clip_id"] == scenes[2]["clip_id"]]
+    assert Image.open(io.BytesIO(sample["jpg"])).size[0] > 0
+    spec = resolve_captioner(CaptionConfig(model=str(blip2)))
+    (direct,) = caption(build_captioner(spec), build_preprocessor(spec), [sample["jpg"]], 1)
+    for scene in scenes:
+        row = index[scene["clip_id"]]
+        if scene["caption"] is None:
+            assert (row["caption"], row["captioner"]) == (direct, spec.name) and direct
+        else:
+            assert (row["caption"], row["captioner"]) == (scene["caption"], RELEASE_HDVG)

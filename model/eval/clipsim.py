@@ -15,43 +15,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hdvg.clip import ClipModel
 from model.eval.frames import resize_frames
 
 CLIPSIM_MODEL = "openai/clip-vit-base-patch32"  # CLIP ViT-B/32 (Table 5, appendix D.3)
 CROP_POLICIES = ("center-crop", "full")
 
 
-class ClipScorer:
-    """A `transformers` CLIP model and processor from a local folder or hub name."""
+class ClipScorer(ClipModel):
+    """`hdvg.clip.ClipModel` (a `transformers` CLIP from a local folder or hub name) with a crop policy."""
 
     def __init__(self, name_or_path: str = CLIPSIM_MODEL, device: str | torch.device = "cpu",
                  crop: str = "center-crop"):
-        from transformers import CLIPModel, CLIPProcessor
-
         if crop not in CROP_POLICIES:
             raise ValueError(f"CLIPSIM crop policy must be one of {CROP_POLICIES}, got {crop!r}")
-        self.name_or_path, self.device, self.crop = str(name_or_path), torch.device(device), crop
-        self.model = CLIPModel.from_pretrained(self.name_or_path).to(self.device).eval()
-        self.processor = CLIPProcessor.from_pretrained(self.name_or_path)
-        crop_size = self.processor.image_processor.crop_size
-        self.input_size = int(crop_size["height"])
+        super().__init__(str(name_or_path), device)
+        self.crop = crop
 
-    @torch.no_grad()
-    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
-        """(N, D) unit-norm text embeddings (CLIP's 77-token limit truncates longer texts)."""
-        tokens = self.processor(text=list(texts), padding=True, truncation=True, return_tensors="pt")
-        out = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
-                                           attention_mask=tokens["attention_mask"].to(self.device))
-        return torch.nn.functional.normalize(out.pooler_output.float(), dim=-1)
-
-    @torch.no_grad()
     def image_embeddings(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, 3) frames -> (N, D) unit-norm image embeddings."""
         if self.crop == "full":
             frames = resize_frames(frames, self.input_size, "full").numpy()
-        pixels = self.processor(images=list(frames), return_tensors="pt")["pixel_values"]
-        out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
-        return torch.nn.functional.normalize(out.pooler_output.float(), dim=-1)
+        return super().image_embeddings(frames)
 
     def frame_similarities(self, clips: list[np.ndarray], texts: list[str]) -> list[np.ndarray]:
         """Per clip, the cosine similarity of each of its frames with its text: (F_i,) float64 arrays."""

@@ -1,0 +1,113 @@
+"""`hdvg filter OUT --where SQL`: the clips a predicate over the index and the score tables keeps, chosen at
+read time (no shard is rewritten). DuckDB evaluates the predicate over one view, `clips`:
+
+    clips = OUT/index (committed parts)  LEFT JOIN  OUT/scores/<scorer>/*.parquet  USING (clip_id)
+
+so every index column and every score column (`clip_score`, `aesthetic`, `duplicate_of`, ...) can be used;
+a clip a scorer has not scored reads null there (and `aesthetic >= 4.75` is false for it, SQL's rule). The
+predicate is any DuckDB boolean expression; its top-level ANDs are reported one by one (DuckDB's own parser
+splits them: json_serialize_sql), each with the clips and hours it keeps alone and together with the ones
+before it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hdvg.config import ConfigError
+from hdvg.contract import INDEX_DIR
+from hdvg.scoring import KEY_FIELDS, SCORES_DIR
+from hdvg.shards import committed_names
+from hdvg.storage import Store
+
+HOURS = "coalesce(sum(end_time - start_time), 0) / 3600"
+_PREFIX = "SELECT * FROM clips WHERE "
+
+
+def connect(out: str | Path):
+    """A DuckDB connection with the view `clips` over `out` (a local folder)."""
+    import duckdb
+
+    out = Path(out)
+    parts = [str(out / INDEX_DIR / f"{n}.parquet") for n in committed_names(Store(out))]
+    if not parts:
+        raise ConfigError(f"invalid configuration:\n  out: {out} has no committed index parts")
+    db = duckdb.connect()
+    db.execute(f"CREATE VIEW idx AS SELECT * FROM read_parquet({_list(parts)})")
+    joins = ""
+    for folder in sorted(p for p in (out / SCORES_DIR).glob("*") if any(p.glob("*.parquet"))):
+        view = f"score_{folder.name}"
+        db.execute(f"CREATE VIEW {view} AS SELECT * EXCLUDE ({', '.join(n for n, _ in KEY_FIELDS[1:])}) "
+                   f"FROM read_parquet({_list([str(folder / '*.parquet')])})")
+        joins += f" LEFT JOIN {view} USING (clip_id)"
+    db.execute(f"CREATE VIEW clips AS SELECT * FROM idx{joins}")
+    return db
+
+
+def _list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def conditions(db, where: str) -> list[str]:
+    """The top-level AND terms of `where` as DuckDB prints them back; a syntax error is a ConfigError."""
+    tree = json.loads(db.execute("SELECT json_serialize_sql(?)", [_PREFIX + f"({where})"]).fetchone()[0])
+    if tree.get("error") or len(tree["statements"]) != 1:
+        raise ConfigError(f"invalid configuration:\n  where: {tree.get('error_message', 'one expression')} "
+                          f"(in {where!r})")
+    node = tree["statements"][0]["node"]
+    clause = node["where_clause"]
+    terms = clause["children"] if clause["type"] == "CONJUNCTION_AND" else [clause]
+    out = []
+    for term in terms:
+        one = {**tree, "statements": [{"node": {**node, "where_clause": term}}]}
+        sql = db.execute("SELECT json_deserialize_sql(?::JSON)", [json.dumps(one)]).fetchone()[0]
+        out.append(sql.removeprefix(_PREFIX))
+    return out
+
+
+def select(out: str | Path, where: str, output: str | Path | None = None) -> dict:
+    """Counts of the clips and hours each condition keeps, alone and cumulatively, and of the whole predicate;
+    with `output`, the kept clips' index rows with their scores as one parquet file."""
+    import duckdb
+
+    db = connect(out)
+    terms = conditions(db, where)
+    try:
+        total = db.execute(f"SELECT count(*), {HOURS} FROM clips").fetchone()
+        rows, so_far = [], []
+        for term in terms:
+            so_far.append(f"({term})")
+            alone = db.execute(f"SELECT count(*), {HOURS} FROM clips WHERE {term}").fetchone()
+            cumulative = db.execute(f"SELECT count(*), {HOURS} FROM clips WHERE {' AND '.join(so_far)}").fetchone()
+            rows.append({"condition": term, "clips": alone[0], "hours": alone[1],
+                         "clips_cumulative": cumulative[0], "hours_cumulative": cumulative[1]})
+        kept = db.execute(f"SELECT count(*), {HOURS} FROM clips WHERE {where}").fetchone()
+        if output:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            db.execute(f"COPY (SELECT * FROM clips WHERE {where} ORDER BY shard, key) TO "
+                       f"'{str(output).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")
+    except duckdb.BinderException as exc:  # a column that is neither in the index nor in a score table
+        columns = [r[0] for r in db.execute("DESCRIBE clips").fetchall()]
+        raise ConfigError(f"invalid configuration:\n  where: {str(exc).splitlines()[0]}; the columns are "
+                          f"{', '.join(columns)} (score columns come from `hdvg score OUT --scorers ...`)") from None
+    return {"total_clips": total[0], "total_hours": total[1], "conditions": rows, "clips": kept[0],
+            "hours": kept[1], "output": str(output) if output else None}
+
+
+def selected_keys(out: str | Path, where: str) -> dict[str, set[str]]:
+    """{shard tar name: keys of its clips the predicate keeps}: what a loader streams from OUT/shards."""
+    rows = connect(out).execute(f"SELECT shard, key FROM clips WHERE {where}").fetchall()
+    keys: dict[str, set[str]] = {}
+    for shard, key in rows:
+        keys.setdefault(shard, set()).add(key)
+    return keys
+
+
+def format_selection(got: dict) -> str:
+    lines = [f"hdvg filter: {got['total_clips']} clips, {got['total_hours']:.4f} h in the index"]
+    for r in got["conditions"]:
+        lines.append(f"  {r['condition']}: keeps {r['clips']} clips ({r['hours']:.4f} h) alone, "
+                     f"{r['clips_cumulative']} ({r['hours_cumulative']:.4f} h) with those above")
+    lines.append(f"hdvg filter: kept {got['clips']} clips, {got['hours']:.4f} h"
+                 + (f" -> {got['output']}" if got["output"] else ""))
+    return "\n".join(lines)
