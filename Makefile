@@ -61,6 +61,7 @@ bench-models: install
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_resume.py
 	$(PY) bench/bench_writer.py
+	$(PY) bench/bench_dedup.py
 
 # The prepared GPU check (docs/gpu_check.md): at most 8 minutes on one H200-class GPU, each part timed out on
 # its own and written to bench/results/gpu.json as it ends. On CPU: make bench-gpu ARGS=--dry-run
