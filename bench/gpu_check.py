@@ -36,7 +36,6 @@ import multiprocessing as mp
 import os
 import platform
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -64,7 +63,7 @@ BUDGET_S = 470  # the whole check on one H200-class GPU: under 8 minutes, with r
 GPU_TIMEOUTS = {"device": 30, "table2": 120, "train_step": 90, "train_step_2gpu": 90, "sampling": 90, "sr": 45,
                 "captioning": 120, "eval_features": 60, "captioning_static": 120}
 # A dry run has no time target: on a loaded CPU its parts take seconds to minutes.
-DRY_TIMEOUT_S, DRY_BUDGET_S = 600, 3600
+DRY_TIMEOUT_S, DRY_BUDGET_S = 300, 3600
 TARGETS = {
     **bench_swapca.TARGETS,  # window/global memory <= 0.45, time <= 0.75; window/no fusion time <= 1.10
     "sr_clip_s": 1.0,  # a 16-frame 344x192 clip x4 in under a second
@@ -119,12 +118,6 @@ def dtype_of(opts) -> torch.dtype:
 
 def autocast(opts, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=not opts.dry_run)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -------------------------------------------------------------------------------------------------- parts
@@ -226,8 +219,10 @@ def _ddp_rank(rank: int, world: int, port: int, opts, conn) -> None:
         if cuda:
             torch.cuda.set_device(rank)
         device = torch.device("cuda", rank) if cuda else torch.device("cpu")
-        dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world, device_id=device if cuda else None)
+        # the part's process hosts the rendezvous store (as torchrun's agent does): every rank is its client
+        store = dist.TCPStore("127.0.0.1", port, world_size=world, is_master=False)
+        dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=world,
+                                device_id=device if cuda else None)
         unet, cfg, scheduler, latents, text = _training_setup(opts, device)
         model = DistributedDataParallel(unet, device_ids=[rank] if cuda else None)
         times = _train_steps(opts, unet, model, cfg, scheduler, latents, text, device, 1 if opts.dry_run else 3)
@@ -240,7 +235,9 @@ def _ddp_rank(rank: int, world: int, port: int, opts, conn) -> None:
                        "step_s": round(statistics.median(times), 3), "step_s_all": [round(t, 3) for t in times],
                        "peak_memory_gib_rank0": peak_gib(device),
                        "weights_equal_across_ranks": len({float(c) for c in gathered}) == 1})
-        dist.destroy_process_group()
+        dist.barrier()
+        # no destroy_process_group: in a forked process gloo's destructor can deadlock on the GIL (seen here);
+        # the process ends with os._exit when this returns, which frees the group's resources anyway
     except BaseException as exc:
         conn.send({"error": f"rank {rank}: {type(exc).__name__}: {exc}"})
         raise
@@ -251,8 +248,9 @@ def part_train_step_2gpu(opts) -> dict:
         raise Skipped(f"{torch.cuda.device_count()} GPU on this machine")
     ctx = mp.get_context("fork")  # this part's process has not initialised CUDA: its ranks may
     reader, writer = ctx.Pipe(duplex=False)
-    port = free_port()
-    ranks = [ctx.Process(target=_ddp_rank, args=(r, 2, port, opts, writer)) for r in range(2)]
+    # the rendezvous store listens on a port the OS gives it at bind time
+    store = torch.distributed.TCPStore("127.0.0.1", 0, world_size=2, is_master=True, wait_for_workers=False)
+    ranks = [ctx.Process(target=_ddp_rank, args=(r, 2, store.port, opts, writer)) for r in range(2)]
     for p in ranks:
         p.start()
     writer.close()
