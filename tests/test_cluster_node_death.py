@@ -25,8 +25,9 @@ from tests.test_ray_job import RAY, node_ports, start_head
 from tests.test_sources import _three_colour_video
 
 pytestmark = pytest.mark.slow
+# PySceneDetect: these jobs are about nodes and writers, not shots (TransNetV2 on CPU only makes them slower)
 SMALL = {"captioner.name": "none", "filter.min_height": 100, "encode.preset": "ultrafast",
-         "shards.samples_per_shard": 6}
+         "detect.detector": "adaptive", "shards.samples_per_shard": 6}
 VIDEOS = 8
 
 
