@@ -22,9 +22,10 @@ class Dist:
         return self.rank == 0
 
 
-def local_device(device: str | None = None) -> torch.device:
+def local_device(device: str | torch.device | None = None) -> torch.device:
     """This process's device: `device` when it names one with an index ("cuda:3", "cpu"); "cuda" (or nothing,
     when CUDA is there) is cuda:LOCAL_RANK, so rank r of a torchrun node uses GPU r, never all GPU 0."""
+    device = None if device is None else str(device)
     if device is not None and (":" in device or not device.startswith("cuda")):
         return torch.device(device)
     if device is None and not torch.cuda.is_available():

@@ -22,6 +22,8 @@ def test_local_device_is_this_ranks_gpu(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert local_device("cuda") == torch.device("cuda:3")  # not GPU 0 for every rank
     assert local_device("cuda:1") == torch.device("cuda:1") and local_device("cpu") == torch.device("cpu")
+    assert local_device(torch.device("cuda")) == torch.device("cuda:3")  # a torch.device is read the same way
+    assert local_device(torch.device("cpu")) == torch.device("cpu")
     assert local_device() == (torch.device("cuda:3") if torch.cuda.is_available() else torch.device("cpu"))
 
 
