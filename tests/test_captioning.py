@@ -167,7 +167,7 @@ def uncaptioned_out(two_videos, ray_local, offline_hub, tmp_path_factory) -> tup
     out = tmp_path_factory.mktemp("uncaptioned") / "out"
     cfg = build_config(values={"input": str(two_videos), "output": str(out), "captioner.name": "blip2",
                                "captioner.model": MISSING, "captioner.on_missing_weights": "uncaptioned",
-                               "shards.samples_per_shard": 3})
+                               "shards.samples_per_shard": 3, "detect.detector": "adaptive"})  # the cheap detector
     return out, run_curation(cfg)
 
 

@@ -90,7 +90,9 @@ def test_job_submit_runs_and_resubmit_resumes(ray_head, sample_videos, tmp_path)
                            env={**env, "RAY_AUTH_TOKEN": "0" * 64})
     assert wrong.returncode != 0 and "token" in (wrong.stdout + wrong.stderr).lower()  # auth is really on
     out = tmp_path / "out"
-    args = ["--input", str(sample_videos), "--output", str(out), "--samples-per-shard", "2", "--captioner", "none"]
+    # about job submission, not shots: PySceneDetect, the cheap detector
+    args = ["--input", str(sample_videos), "--output", str(out), "--samples-per-shard", "2", "--captioner", "none",
+            "--detector", "adaptive"]
     first = submit(address, env, *args, "--limit", "3")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
     assert "succeeded" in first.stdout.lower()

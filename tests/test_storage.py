@@ -205,7 +205,8 @@ def test_job_reads_and_writes_s3_and_resumes(s3_env, sample_videos, tmp_path):
     env = {**os.environ, **s3_env, "PYTHONPATH": str(ROOT)}
     scratch = tmp_path / "scratch"
     cmd = [sys.executable, "-m", "pipelines.curate", "--input", "s3://hdvg/in", "--output", out,
-           "--samples-per-shard", "2", "--run-num-cpus", "2", "--captioner", "none", "--scratch-dir", str(scratch)]
+           "--samples-per-shard", "2", "--run-num-cpus", "2", "--captioner", "none", "--scratch-dir", str(scratch),
+           "--detector", "adaptive"]  # about storage, not shots: PySceneDetect is the cheap detector
     first = subprocess.run([*cmd, "--limit", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     done_first = {r["video_id"] for r in Store(out).read_table("videos").to_pylist()}
