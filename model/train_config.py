@@ -178,11 +178,11 @@ def tiny() -> TrainConfig:
 PRESETS = {"paper": paper, "tiny": tiny}
 
 
-def _merge(tree: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+def merge_sections(tree: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """`values` laid over `tree`, section by section (a file or an override sets some fields of a section)."""
     for key, value in values.items():
         if isinstance(value, dict) and isinstance(tree.get(key), dict):
-            _merge(tree[key], value)
+            merge_sections(tree[key], value)
         else:
             tree[key] = value
     return tree
@@ -221,9 +221,9 @@ def load_config(name_or_file: str, overrides: list[str] | None = None) -> TrainC
         if base not in PRESETS:
             raise ConfigError(f"invalid configuration:\n  {path}: base must be one of {sorted(PRESETS)}, "
                               f"not {base!r}")
-        tree = _merge(PRESETS[base]().to_dict(), values)
+        tree = merge_sections(PRESETS[base]().to_dict(), values)
     for text in overrides or []:
-        _merge(tree, parse_override(text))
+        merge_sections(tree, parse_override(text))
     cfg = _build(tree)
     cfg.data.shards = [os.path.expandvars(s) for s in cfg.data.shards]
     if cfg.pretrained:
@@ -233,4 +233,4 @@ def load_config(name_or_file: str, overrides: list[str] | None = None) -> TrainC
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     """The inverse of `TrainConfig.to_dict` (a RUN's saved config)."""
-    return _build(_merge(TrainConfig().to_dict(), values))
+    return _build(merge_sections(TrainConfig().to_dict(), values))

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hdvg.config import ConfigError, _format_errors
+from model.train_config import merge_sections, parse_override
 
 # The model is x4 (two x2 pixel shuffles; VideoFactory Sec. 4: 344x192 -> 1376x768), so the degradation
 # shrinks by 4: a constant, not a field that could be set to anything else.
@@ -225,16 +226,6 @@ def tiny() -> SRConfig:
 PRESETS = {"paper": paper, "tiny": tiny}
 
 
-def _merge(tree: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """`values` laid over `tree`, section by section (a file or an override sets some fields of a section)."""
-    for key, value in values.items():
-        if isinstance(value, dict) and isinstance(tree.get(key), dict):
-            _merge(tree[key], value)
-        else:
-            tree[key] = value
-    return tree
-
-
 def from_dict(values: dict[str, Any]) -> SRConfig:
     """A config from nested sections (a file, or the `config.json` saved beside a run); hdvg's ConfigError
     names every bad field."""
@@ -256,13 +247,7 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> SRConf
                               f"file: {name_or_path}")
         text = path.read_text()
         loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        tree = _merge(paper().to_dict(), loaded or {})
+        tree = merge_sections(paper().to_dict(), loaded or {})
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"invalid configuration:\n  --set {item!r}: expected section.field=value")
-        key, raw = item.split("=", 1)
-        value: Any = yaml.safe_load(raw)
-        for part in reversed(key.strip().split(".")):
-            value = {part: value}
-        _merge(tree, value)
+        merge_sections(tree, parse_override(item))
     return from_dict(tree)
