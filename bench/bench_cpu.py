@@ -10,7 +10,7 @@ Figures are input-video seconds per wall-second, and CPU seconds per video-secon
 on a shared machine wall time is noisy, CPU time much less). Cut precision/recall are those of the clips the
 timed hdvg run wrote (its index), and of the CLI's scene lists, against the cut lists of
 ../shared/data/ground_truth (see TRUTH for where each comes from). A per-stage CPU profile of the video task
-(probe, decode, detect, scale, encode, keyframes) follows; everything goes to bench/results/cpu.json (with
+(probe, decode, detect, measures, scale, encode, keyframes) follows, with the measures' share of it; everything goes to bench/results/cpu.json (with
 --repeat N: cpu_repeatN.json), and `hdvg plan`'s constants (`cut_gpu_detect_cpu_s_per_video_s`, `probe_cpu_s_per_video_s`)
 also to hdvg/measured.json, which ships in the package.
 The VM's speed drifts from minute to minute, so --rounds N measures every path N times, one round after
@@ -58,7 +58,9 @@ TOLERANCE = 2  # frames
 # the speed targets: hdvg within 1.15x of the floor (1.08x over --repeat 3), at least 1.3x the CLI at equal settings
 TARGETS = {"hdvg_vs_floor": 1.15, "hdvg_vs_cli_equal": 1.3, "hdvg_vs_floor_repeat3": 1.08,
            # the default detector (TransNetV2) on CPU; its production path is a GPU actor pool (docs/shots.md)
-           "default_vs_floor": 1.6}
+           "default_vs_floor": 1.6,
+           # the cutter's cheap scores (hdvg.measures): at most 5% of the video task's CPU
+           "measures_share": 0.05}
 
 
 def children_cpu() -> float:
@@ -155,9 +157,10 @@ def stage_cpu(path: str) -> dict:
     import av
 
     from hdvg.cutting import FrameScaler
-    from hdvg.keyframes import clip_keyframe
-    from hdvg.process import process_video, task_threads
     from hdvg.frames import SmallFrames
+    from hdvg.keyframes import clip_keyframe
+    from hdvg.measures import ClipMeasures, measure_frames
+    from hdvg.process import process_video, task_threads
     from hdvg.scenes import DecodedVideo, make_finder
     from hdvg.sources import WorkItem
 
@@ -186,6 +189,14 @@ def stage_cpu(path: str) -> dict:
             small(frame)
     out["feed"] = cpu() - t0 - out["decode"]
     t0 = cpu()
+    with DecodedVideo(path, threads) as video:  # the cutter's measures, as if the whole video were one clip
+        small = measure_frames(info)
+        measures = ClipMeasures(info.fps, info.aspect, info.rotation)
+        for _, frame, _ in video:
+            measures.push(small(frame) if measures.takes_next() else None)
+        measures.result()
+    out["measures"] = cpu() - t0 - out["decode"]
+    t0 = cpu()
     with DecodedVideo(path, threads) as video:
         scaler = FrameScaler(*clip_size(info.width, info.height, cfg.encode.max_short_side), info.rotation,
                              video.time_base)
@@ -206,15 +217,17 @@ def stage_cpu(path: str) -> dict:
             clip_keyframe(clip, n // 2)
         out["keyframes"] = cpu() - t0
     out["video_task"] = total  # everything process_video does, probe included
-    out["encode"] = total - sum(out[k] for k in ("probe", "decode", "detect", "scale", "keyframes"))
+    out["encode"] = total - sum(out[k] for k in ("probe", "decode", "detect", "measures", "scale", "keyframes"))
     out["video_task_gpu_detect"] = total - out["detect"] + out["feed"]
     out["duration"] = info.duration
     return out
 
 
-STAGES = ("probe", "decode", "detect", "feed", "scale", "encode", "keyframes", "video_task", "video_task_gpu_detect")
+STAGES = ("probe", "decode", "detect", "feed", "measures", "scale", "encode", "keyframes", "video_task",
+          "video_task_gpu_detect")
 STAGE_NOTES = {"detect": "the default detector in the task (TransNetV2 on CPU: 48x27 frames + the model)",
                "feed": "48x27 RGB frames alone: a task's detection work when TransNetV2 runs on a GPU actor",
+               "measures": "the cheap scores (hdvg.measures: luma of 2 frame pairs a second at 256 px, flow on 1, bars)",
                "encode": "x264 + mux + the cutter's own work (the rest of the task)",
                "video_task": "process_video as a Ray task runs it, probe included",
                "video_task_gpu_detect": "the same with TransNetV2 on a GPU actor (detect replaced by feed)"}
@@ -226,6 +239,15 @@ def profile_stages(videos: list[Path], jobs: int) -> dict:
         got = list(pool.map(stage_cpu, [str(v) for v in videos]))
     seconds = sum(g["duration"] for g in got)
     return {k: round(sum(g[k] for g in got) / seconds, 4) for k in STAGES}
+
+
+def print_stages(stages: dict) -> None:
+    print("\nvideo task, CPU s per video-second, by stage (in-process, each over the video's one decode):")
+    for k in STAGES:
+        print(f"  {k:<22}{stages[k]:>8.4f}  {STAGE_NOTES.get(k, '')}")
+    print(f"measures: {stages['measures'] / stages['video_task']:.1%} of the video task's CPU, "
+          f"{stages['measures'] / stages['video_task_gpu_detect']:.1%} of it with TransNetV2 on a GPU actor "
+          f"(target <= {TARGETS['measures_share']:.0%})")
 
 
 def hdvg_run(cfg) -> tuple[float, dict[str, float], float, list[dict]]:
@@ -325,7 +347,9 @@ def main() -> int:
         print(f"bench needs ../shared/data (missing: {missing[:2]})")
         return 1
     if args.stages_only:
-        print(json.dumps(profile_stages(list(videos.values()), args.jobs)))
+        stages = profile_stages(list(videos.values()), args.jobs)
+        print_stages(stages)
+        print(json.dumps(stages))
         return 0
     work = Path(tempfile.mkdtemp(prefix="hdvg-bench-"))
     inputs = work / "inputs"
@@ -384,9 +408,7 @@ def main() -> int:
     for kind, cpu in sorted(hdvg_kinds.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:<34}{cpu:>8.1f}")
     if stages:
-        print("\nvideo task, CPU s per video-second, by stage (in-process, each over the video's one decode):")
-        for k in STAGES:
-            print(f"  {k:<11}{stages[k]:>8.4f}  {STAGE_NOTES.get(k, '')}")
+        print_stages(stages)
     result = {
         "date": time.strftime("%Y-%m-%d"), "videos": len(runs), "input_s": round(seconds, 1), "repeat": args.repeat,
         **{f"{k}_wall_s": round(w, 2) for k, (w, _) in paths.items()},
@@ -406,10 +428,12 @@ def main() -> int:
         result["cut_cpu_s_per_video_s"] = round(stages["video_task"] - stages["probe"], 4)
         result["cut_gpu_detect_cpu_s_per_video_s"] = round(stages["video_task_gpu_detect"] - stages["probe"], 4)
         result["probe_cpu_s_per_video_s"] = stages["probe"]
+        result["measures_share"] = round(stages["measures"] / stages["video_task"], 4)
+        result["measures_share_gpu_detect"] = round(stages["measures"] / stages["video_task_gpu_detect"], 4)
     elif results.exists():  # keep the last measured stage profile and constants, with the date they are of
         old = json.loads(results.read_text())
         kept = ("stage_cpu_s_per_video_s", "cut_cpu_s_per_video_s", "probe_cpu_s_per_video_s",
-                "cut_gpu_detect_cpu_s_per_video_s")
+                "cut_gpu_detect_cpu_s_per_video_s", "measures_share", "measures_share_gpu_detect")
         result.update({k: old[k] for k in kept if old.get(k)})
         result["stages_date"] = old.get("stages_date", old.get("date"))
     results.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@
 The shard writer, `hdvg validate`, the trainers' loaders and the tests all import these names.
 
     OUT/shards/NNNNNN.tar     WebDataset shards; per clip: KEY.mp4, KEY.jpg, KEY.json, KEY.txt
-    OUT/index/NNNNNN.parquet  one row per clip of shard NNNNNN (CLIP_SCHEMA)
+    OUT/index/NNNNNN.parquet  one row per clip of shard NNNNNN (INDEX_SCHEMA: CLIP_SCHEMA, MEASURE_SCHEMA,
+                              shard, key)
     OUT/videos/NNNNNN.parquet one row per input video finished with shard NNNNNN (VIDEO_SCHEMA);
                               written last, it is the commit marker of the shard
     OUT/stats.json            totals over all committed parts
@@ -47,7 +48,21 @@ CLIP_SCHEMA = pa.schema([
 ])
 CLIP_FIELDS = tuple(CLIP_SCHEMA.names)
 SOURCE_META_FIELDS = ("title", "channel", "categories", "upload_date", "license")
-INDEX_SCHEMA = CLIP_SCHEMA.append(pa.field("shard", pa.string())).append(pa.field("key", pa.string()))
+
+# The cheap per-clip scores the cutter measures on its own decode (hdvg.measures; definitions and units in
+# docs/scores.md). Optional: an OUT written before them has no such columns and its readers read null, and a
+# clip too short or too dark to measure has nulls; the sample json carries them after CLIP_FIELDS.
+MEASURE_SCHEMA = pa.schema([
+    ("motion_score", pa.float64()),       # mean optical-flow magnitude, pixels per frame at 256 px width
+    ("motion_min_region", pa.float64()),  # the same over the stillest cell of a 4x4 grid
+    ("luma_mean", pa.float64()),          # BT.601 luma, 0-255
+    ("luma_std", pa.float64()),
+    ("static_fraction", pa.float64()),    # share of sampled frames almost equal to the next one, 0-1
+    ("content_aspect", pa.float64()),     # displayed width / height of the picture inside black bars
+])
+MEASURE_FIELDS = tuple(MEASURE_SCHEMA.names)
+
+INDEX_SCHEMA = pa.schema([*CLIP_SCHEMA, *MEASURE_SCHEMA, pa.field("shard", pa.string()), pa.field("key", pa.string())])
 
 VIDEO_SCHEMA = pa.schema([
     ("video_id", pa.string()),

@@ -8,7 +8,8 @@ transition some frames late (`decided`: a few frames for PySceneDetect, up to a 
 for TransNetV2), so frames wait in a queue until every transition up to them is known, then go to the
 encoder of the clip they belong to (`ClipPlan.clip_start`; a transition's frames go to none). With the
 transitions known at the end, the plan's final spans keep the clips they name (a scene shorter than the
-minimum is dropped then).
+minimum is dropped then). The frames a clip gets are also measured on the way (`hdvg.measures`: motion,
+luma, statics, black bars), from small copies of a few of them.
 
 The encoders run in their own thread: x264 and the muxer release the GIL, so decoding, detection and
 scaling (this thread) overlap with encoding, and the video is decoded once instead of once to detect and
@@ -31,6 +32,7 @@ from av.video.reformatter import VideoReformatter
 
 from hdvg.config import ClipConfig, DetectConfig, EncodeConfig
 from hdvg.keyframes import clip_keyframe
+from hdvg.measures import ClipMeasures, measure_frames
 from hdvg.probe import VideoInfo, run_ffprobe
 from hdvg.scenes import DecodedVideo, SceneScan, Span, clip_length_limits, make_finder, scan_of, scene_spans
 
@@ -46,6 +48,7 @@ class CutClip:
     keyframe: bytes   # its centre frame, JPEG
     width: int
     height: int
+    measures: dict    # contract.MEASURE_FIELDS -> value (hdvg.measures)
 
 
 def clip_size(width: int, height: int, max_short_side: int) -> tuple[int, int]:
@@ -266,6 +269,8 @@ def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | P
     transitions: list[Span] = []
     times: list[float] = []
     encoded: dict[int, Span] = {}   # clip start -> the frames its MP4 holds
+    measured: dict[int, ClipMeasures] = {}  # clip start -> the measures of the frames it got
+    small = measure_frames(info)
     with DecodedVideo(src, threads) as video:
         finder = make_finder(detect, video.rate, threads or 1, predict) if detect else None
         scaler = FrameScaler(*size, info.rotation, video.time_base)
@@ -283,10 +288,13 @@ def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | P
                     encoders.close()
                 if start is not None:
                     encoders.open(out / f"clip_{start:09d}.mp4")
+                    measured[start] = ClipMeasures(info.fps, info.aspect, info.rotation)
                 current = start
             if start is not None:
                 encoders.send(scaler(frame), frame.pts if frame.pts is not None else round(index * tick))
                 encoded[start] = Span(start, index + 1)
+                measures = measured[start]
+                measures.push(small(frame) if measures.takes_next() else None)
             committed = index + 1
 
         def add_transitions(found: list[Span]) -> None:
@@ -323,7 +331,7 @@ def cut_video(src: str | Path, info: VideoInfo, plan: ClipPlan, out_dir: str | P
             raise CutError(f"clip {span.start}..{span.end}: {encoders.frames_written.get(path, 0)} frames written, "
                            f"expected {span.num_frames}")
         clips.append(CutClip(span=span, path=path, keyframe=clip_keyframe(path, span.num_frames // 2),
-                             width=size[0], height=size[1]))
+                             width=size[0], height=size[1], measures=measured[span.start].result()))
     kept = {c.path for c in clips}
     for path in out.glob("clip_*.mp4"):  # candidates the final plan dropped (scenes too short)
         if path not in kept:

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ClipSample:
-    meta: dict        # the CLIP_FIELDS of the clip's json (caption filled in later)
+    meta: dict        # the CLIP_FIELDS and MEASURE_FIELDS of the clip's json (caption filled in later)
     jpg: bytes        # centre keyframe
     mp4: bytes
 
@@ -137,6 +137,7 @@ def _samples(item: WorkItem, fetched: Fetched, info: VideoInfo, cut: list[tuple[
             "caption": p.caption if captioner else None,
             "captioner": captioner if captioner and p.caption is not None else None,
             **{f: fetched.meta.get(f) for f in SOURCE_META_FIELDS},
+            **c.measures,
         }
         samples.append(ClipSample(meta=meta, jpg=c.keyframe, mp4=c.path.read_bytes()))
     samples.sort(key=lambda s: (s.meta["start_frame"], s.meta["end_frame"]))

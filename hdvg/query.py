@@ -3,7 +3,8 @@ read time (no shard is rewritten). DuckDB evaluates the predicate over one view,
 
     clips = OUT/index (committed parts)  LEFT JOIN  OUT/scores/<scorer>/*.parquet  USING (clip_id)
 
-so every index column and every score column (`clip_score`, `aesthetic`, `duplicate_of`, ...) can be used;
+so every index column (the cutter's measures `motion_score`, `luma_mean`, ... included: null in parts written
+before them) and every score column (`clip_score`, `aesthetic`, `duplicate_of`, ...) can be used;
 a clip a scorer has not scored reads null there (and `aesthetic >= 4.75` is false for it, SQL's rule). The
 predicate is any DuckDB boolean expression; its top-level ANDs are reported one by one (DuckDB's own parser
 splits them: json_serialize_sql), each with the clips and hours it keeps alone and together with the ones
@@ -12,10 +13,11 @@ before it.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from hdvg.config import ConfigError
-from hdvg.contract import INDEX_DIR
+from hdvg.contract import INDEX_DIR, MEASURE_SCHEMA
 from hdvg.scoring import KEY_FIELDS, SCORES_DIR
 from hdvg.shards import committed_names
 from hdvg.storage import Store
@@ -33,7 +35,12 @@ def connect(out: str | Path):
     if not parts:
         raise ConfigError(f"invalid configuration:\n  out: {out} has no committed index parts")
     db = duckdb.connect()
-    db.execute(f"CREATE VIEW idx AS SELECT * FROM read_parquet({_list(parts)})")
+    # parts written before the cutter's measures lack their columns: read by name, and name them null if no
+    # part has them
+    db.execute(f"CREATE VIEW parts AS SELECT * FROM read_parquet({_list(parts)}, union_by_name = true)")
+    have = {row[0] for row in db.execute("DESCRIBE parts").fetchall()}
+    absent = "".join(f", NULL::{f.type} AS {f.name}" for f in MEASURE_SCHEMA if f.name not in have)
+    db.execute(f"CREATE VIEW idx AS SELECT *{absent} FROM parts")
     joins = ""
     for folder in sorted(p for p in (out / SCORES_DIR).glob("*") if any(p.glob("*.parquet"))):
         view = f"score_{folder.name}"
@@ -65,14 +72,26 @@ def conditions(db, where: str) -> list[str]:
     return out
 
 
+@contextmanager
+def predicate_errors(db, where: str):
+    """DuckDB's errors in evaluating `where` (a column that is neither in the index nor in a score table, a
+    type mismatch) as a ConfigError naming the columns there are."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as exc:
+        columns = [r[0] for r in db.execute("DESCRIBE clips").fetchall()]
+        raise ConfigError(f"invalid configuration:\n  where: {str(exc).splitlines()[0]} (in {where!r}); the columns "
+                          f"are {', '.join(columns)} (score columns come from `hdvg score OUT --scorers ...`)") from None
+
+
 def select(out: str | Path, where: str, output: str | Path | None = None) -> dict:
     """Counts of the clips and hours each condition keeps, alone and cumulatively, and of the whole predicate;
     with `output`, the kept clips' index rows with their scores as one parquet file."""
-    import duckdb
-
     db = connect(out)
     terms = conditions(db, where)
-    try:
+    with predicate_errors(db, where):
         total = db.execute(f"SELECT count(*), {HOURS} FROM clips").fetchone()
         rows, so_far = [], []
         for term in terms:
@@ -86,17 +105,16 @@ def select(out: str | Path, where: str, output: str | Path | None = None) -> dic
             Path(output).parent.mkdir(parents=True, exist_ok=True)
             db.execute(f"COPY (SELECT * FROM clips WHERE {where} ORDER BY shard, key) TO "
                        f"'{str(output).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")
-    except duckdb.BinderException as exc:  # a column that is neither in the index nor in a score table
-        columns = [r[0] for r in db.execute("DESCRIBE clips").fetchall()]
-        raise ConfigError(f"invalid configuration:\n  where: {str(exc).splitlines()[0]}; the columns are "
-                          f"{', '.join(columns)} (score columns come from `hdvg score OUT --scorers ...`)") from None
     return {"total_clips": total[0], "total_hours": total[1], "conditions": rows, "clips": kept[0],
             "hours": kept[1], "output": str(output) if output else None}
 
 
 def selected_keys(out: str | Path, where: str) -> dict[str, set[str]]:
     """{shard tar name: keys of its clips the predicate keeps}: what a loader streams from OUT/shards."""
-    rows = connect(out).execute(f"SELECT shard, key FROM clips WHERE {where}").fetchall()
+    db = connect(out)
+    conditions(db, where)  # a syntax error named as such
+    with predicate_errors(db, where):
+        rows = db.execute(f"SELECT shard, key FROM clips WHERE {where}").fetchall()
     keys: dict[str, set[str]] = {}
     for shard, key in rows:
         keys.setdefault(shard, set()).add(key)

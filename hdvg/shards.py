@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hdvg.contract import (CLIP_FIELDS, INDEX_DIR, INDEX_SCHEMA, QUARANTINE_DIR, SHARDS_DIR, STATS_FILE, STATUS_FAILED, VIDEO_SCHEMA,
-                           VIDEOS_DIR, clip_key, shard_name)
+from hdvg.contract import (CLIP_FIELDS, INDEX_DIR, INDEX_SCHEMA, MEASURE_FIELDS, QUARANTINE_DIR, SHARDS_DIR,
+                           STATS_FILE, STATUS_FAILED, VIDEO_SCHEMA, VIDEOS_DIR, clip_key, shard_name)
 from hdvg.failures import TRANSIENT, failure_class
 from hdvg.storage import Store
 from hdvg.tally import TALLY_COLUMNS, VideoTally, latest_rows
@@ -170,9 +170,10 @@ class ShardWriter:
             if self._tar is None:
                 self._tar = tarfile.open(self._tmp(".tar"), "w", copybufsize=COPY_BUFFER)
             key = clip_key(meta["clip_id"])
+            fields = {f: meta[f] for f in CLIP_FIELDS} | {f: meta.get(f) for f in MEASURE_FIELDS}
             write_sample(self._tar, key, {"mp4": mp4, "jpg": jpg, "txt": (meta["caption"] or "").encode(),
-                                          "json": json.dumps({f: meta[f] for f in CLIP_FIELDS}).encode()})
-            self._index.append({**{f: meta[f] for f in CLIP_FIELDS}, "key": key})
+                                          "json": json.dumps(fields).encode()})
+            self._index.append({**fields, "key": key})
         self._videos.append(row)
         return self.commit() if len(self._index) >= self.samples_per_shard else None
 

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hdvg.config import ConfigError
-from hdvg.contract import INDEX_DIR, STATUS_OK, VIDEOS_DIR
+from hdvg.contract import INDEX_DIR, INDEX_SCHEMA, MEASURE_FIELDS, STATUS_OK, VIDEOS_DIR
 from hdvg.shards import committed_names, read_parts
 from hdvg.storage import Store
 from hdvg.tally import TALLY_COLUMNS, VideoTally
@@ -32,8 +32,11 @@ UNKNOWN_CATEGORY = "unknown"  # clips whose source carries no category (local fi
 FIGURE_SIZE, FIGURE_DPI = (8.0, 4.5), 100  # every PNG is 800 x 450 pixels
 FIGURES = {"categories": "categories.png", "durations": "clip_durations.png",
            "caption_words": "caption_words.png", "failures": "failure_reasons.png"}
-# histogram bin width of each score column of OUT/scores (hdvg.scoring), drawn as score_<column>.png
-SCORE_BINS = {"clip_score": 0.01, "aesthetic": 0.25}
+# histogram bin width of each score column, drawn as score_<column>.png: the cutter's measures in the index
+# (contract.MEASURE_FIELDS) and the score tables of OUT/scores (hdvg.scoring)
+SCORE_BINS = {"motion_score": 0.25, "motion_min_region": 0.25, "luma_mean": 8.0, "luma_std": 4.0,
+              "static_fraction": 0.05, "content_aspect": 0.05, "clip_score": 0.01, "aesthetic": 0.25}
+INDEX_COLUMNS = ["start_time", "end_time", "caption", "categories", *MEASURE_FIELDS]
 
 
 @dataclass
@@ -122,6 +125,17 @@ def _add_index(stats: DatasetStats, table: pa.Table) -> None:
 
     for cats in table["categories"].to_pylist():
         stats.categories.update(cats if cats else [UNKNOWN_CATEGORY])
+    for column in MEASURE_FIELDS:
+        _add_score(stats, column, table[column])
+
+
+def _add_score(stats: DatasetStats, column: str, values: pa.ChunkedArray) -> None:
+    """Count the non-null `values` of a score column into its histogram."""
+    values = values.drop_null()
+    if len(values):
+        stats.scores.setdefault(column, Counter()).update(
+            math.floor(v / SCORE_BINS[column]) for v in values.to_pylist())
+        stats.scored[column] += len(values)
 
 
 def _add_videos(stats: DatasetStats, tally: VideoTally) -> None:
@@ -136,8 +150,8 @@ def dataset_stats(out: str | Path) -> DatasetStats:
     store, stats = Store(out), DatasetStats()
     for index, _ in committed_parts(store):
         if index is not None:
-            _add_index(stats, pq.read_table(index, columns=["start_time", "end_time", "caption", "categories"],
-                                            filesystem=store.fs))
+            # read with the whole schema: a part written before the measures reads null there
+            _add_index(stats, pq.read_table(index, columns=INDEX_COLUMNS, schema=INDEX_SCHEMA, filesystem=store.fs))
     table, _ = read_parts(store, TALLY_COLUMNS)  # a video retried with --retry-failed counts by its last row
     _add_videos(stats, VideoTally.of_parts(table))
     _add_scores(stats, store)
@@ -154,13 +168,10 @@ def _add_scores(stats: DatasetStats, store: Store) -> None:
         for name in files:
             table = pq.read_table(store.path(SCORES_DIR, scorer, name), columns=names, filesystem=store.fs)
             for column in names:
-                values = table[column].drop_null()
                 if column == "duplicate_of":
-                    stats.duplicates = (stats.duplicates or 0) + len(values)
-                    continue
-                bins = stats.scores.setdefault(column, Counter())
-                bins.update(math.floor(v / SCORE_BINS[column]) for v in values.to_pylist())
-                stats.scored[column] += len(values)
+                    stats.duplicates = (stats.duplicates or 0) + len(table[column].drop_null())
+                else:
+                    _add_score(stats, column, table[column])
         if files and "duplicate_of" in names and stats.duplicates is None:
             stats.duplicates = 0
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hdvg.config import build_config
-from hdvg.contract import CLIP_FIELDS, STATUS_FAILED, STATUS_OK
+from hdvg.contract import CLIP_FIELDS, MEASURE_FIELDS, STATUS_FAILED, STATUS_OK
 from hdvg.metadata import RELEASE_HDVG, HdvilaClip, ReleasedScene, map_scene, parse_timestamp
 from hdvg.process import process_video
 from hdvg.sources import list_inputs
@@ -114,7 +114,7 @@ def test_rebuild_cuts_each_released_scene_at_its_source_frames(rebuilt):
     assert set(metas) == set(expected) and len(result.clips) == 52
     for clip_id, (a, b, caption) in expected.items():
         meta = metas[clip_id].meta
-        assert list(meta) == list(CLIP_FIELDS)
+        assert list(meta) == [*CLIP_FIELDS, *MEASURE_FIELDS]
         assert (meta["start_frame"], meta["end_frame"]) == (a, b), clip_id
         assert meta["caption"] == caption and meta["captioner"] == RELEASE_HDVG
         assert meta["start_time"] == pytest.approx(a / fps, abs=1e-3)

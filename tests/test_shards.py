@@ -6,7 +6,7 @@ import pytest
 import webdataset as wds
 
 from hdvg.contract import CLIP_FIELDS, SOURCE_META_FIELDS, clip_id_of_key, clip_key
-from hdvg.shards import ShardWriter, read_videos, recover, write_shards
+from hdvg.shards import read_videos, recover, write_shards
 
 
 @pytest.mark.parametrize("clip_id", ["gpAkjSy_8iY.0_0", "a.b.c", "100%.5", "x/y.1", "-rf.3", "%2E", "plain"])
