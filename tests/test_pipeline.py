@@ -1,4 +1,6 @@
-"""The whole job on a real local Ray cluster: sample, edge cases, kill -9 and resume."""
+"""The whole job on a real local Ray cluster: sample, edge cases, kill -9 and resume. These are about the job,
+not shots: they pin PySceneDetect, the cheap detector (the default, TransNetV2, runs end to end in test_shots,
+the image check of test_packaging and `make shards`)."""
 import json
 import os
 import signal
@@ -30,7 +32,7 @@ def clips_of(out: Path) -> dict:
 def sample_out(tmp_path_factory, sample_videos, ray_local):
     out = tmp_path_factory.mktemp("sample_out")
     cfg = build_config(values={"input": str(sample_videos), "output": str(out), "shards.samples_per_shard": 4,
-                               "captioner.name": "none"})
+                               "captioner.name": "none", "detect.detector": "adaptive"})
     stats = run_curation(cfg)
     return out, stats
 
@@ -115,7 +117,7 @@ def test_edge_cases_are_rows_with_reasons_while_good_videos_produce_clips(tmp_pa
 
 def curate_cmd(inp, out, *extra):
     return [sys.executable, "-m", "pipelines.curate", "--input", str(inp), "--output", str(out),
-            "--samples-per-shard", "1", "--run-num-cpus", "2", "--captioner", "none", *extra]
+            "--samples-per-shard", "1", "--run-num-cpus", "2", "--captioner", "none", "--detector", "adaptive", *extra]
 
 
 def test_kill_9_then_rerun_gives_the_clean_result(tmp_path, sample_videos, sample_out):
