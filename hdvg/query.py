@@ -8,7 +8,8 @@ before them) and every score column (`clip_score`, `aesthetic`, `duplicate_of`, 
 a clip a scorer has not scored reads null there (and `aesthetic >= 4.75` is false for it, SQL's rule). The
 predicate is any DuckDB boolean expression; its top-level ANDs are reported one by one (DuckDB's own parser
 splits them: json_serialize_sql), each with the clips and hours it keeps alone and together with the ones
-before it.
+before it. OUT is a local folder or object storage (`s3://`, `gs://`: hdvg.storage), read through pyarrow
+datasets.
 """
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
+import pyarrow as pa
+
 from hdvg.config import ConfigError
-from hdvg.contract import INDEX_DIR, MEASURE_SCHEMA
-from hdvg.scoring import KEY_FIELDS, SCORES_DIR
+from hdvg.contract import INDEX_DIR, INDEX_SCHEMA
+from hdvg.scoring import KEY_FIELDS, SCORE_COLUMNS, SCORES_DIR
 from hdvg.shards import committed_names
 from hdvg.storage import Store
 
@@ -27,32 +30,28 @@ _PREFIX = "SELECT * FROM clips WHERE "
 
 
 def connect(out: str | Path):
-    """A DuckDB connection with the view `clips` over `out` (a local folder)."""
+    """A DuckDB connection with the view `clips` over `out` (a local folder or object storage: the tables are
+    scanned through pyarrow datasets on OUT's filesystem, only the columns and rows a query needs)."""
     import duckdb
 
-    out = Path(out)
-    parts = [str(out / INDEX_DIR / f"{n}.parquet") for n in committed_names(Store(out))]
+    store = Store(out)
+    indexes = set(store.list(INDEX_DIR))
+    # a commit of only failed videos has no index part
+    parts = [f"{n}.parquet" for n in committed_names(store) if f"{n}.parquet" in indexes]
     if not parts:
         raise ConfigError(f"invalid configuration:\n  out: {out} has no committed index parts")
     db = duckdb.connect()
-    # parts written before the cutter's measures lack their columns: read by name, and name them null if no
-    # part has them
-    db.execute(f"CREATE VIEW parts AS SELECT * FROM read_parquet({_list(parts)}, union_by_name = true)")
-    have = {row[0] for row in db.execute("DESCRIBE parts").fetchall()}
-    absent = "".join(f", NULL::{f.type} AS {f.name}" for f in MEASURE_SCHEMA if f.name not in have)
-    db.execute(f"CREATE VIEW idx AS SELECT *{absent} FROM parts")
+    # read with the whole schema: a part written before the cutter's measures reads null there
+    db.register("idx", store.dataset(INDEX_DIR, parts, INDEX_SCHEMA))
     joins = ""
-    for folder in sorted(p for p in (out / SCORES_DIR).glob("*") if any(p.glob("*.parquet"))):
-        view = f"score_{folder.name}"
-        db.execute(f"CREATE VIEW {view} AS SELECT * EXCLUDE ({', '.join(n for n, _ in KEY_FIELDS[1:])}) "
-                   f"FROM read_parquet({_list([str(folder / '*.parquet')])})")
-        joins += f" LEFT JOIN {view} USING (clip_id)"
+    for scorer, columns in SCORE_COLUMNS.items():
+        folder = f"{SCORES_DIR}/{scorer}"
+        files = [n for n in store.list(folder) if n.endswith(".parquet")]
+        if files:  # the score columns alone, keyed by clip_id (shard and key are the index's)
+            db.register(f"score_{scorer}", store.dataset(folder, files, pa.schema([KEY_FIELDS[0], *columns])))
+            joins += f" LEFT JOIN score_{scorer} USING (clip_id)"
     db.execute(f"CREATE VIEW clips AS SELECT * FROM idx{joins}")
     return db
-
-
-def _list(paths: list[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
 def conditions(db, where: str) -> list[str]:

@@ -403,15 +403,24 @@ class ShardSet:
 
 
 def selected_keys(urls: list[str], where: str) -> dict[str, frozenset[str]]:
-    """{shard url: keys of its clips `where` keeps} for local shards of one curated OUT (OUT/shards/*.tar);
-    a shard with none selected is left out."""
+    """{shard url: keys of its clips `where` keeps} for the shards of one curated OUT (OUT/shards/*.tar, on a
+    local disk or in object storage); a shard with none selected is left out."""
     from hdvg.query import selected_keys as query
+    from hdvg.storage import is_remote
 
-    outs = {Path(u).resolve().parent.parent for u in urls}
-    if len(outs) != 1 or any("://" in u or u.startswith("pipe:") for u in urls):
-        raise ValueError(f"data.where needs the local shards of one curated OUT (OUT/shards/*.tar), got {urls[:3]}")
+    def out_and_name(url: str) -> tuple[str, str]:
+        if is_remote(url):
+            folder, _, name = url.rpartition("/")
+            return folder.rpartition("/")[0], name
+        path = Path(url).resolve()
+        return str(path.parent.parent), path.name
+
+    located = [out_and_name(u) for u in urls]
+    outs = {out for out, _ in located}
+    if len(outs) != 1 or any(u.startswith("pipe:") for u in urls):
+        raise ValueError(f"data.where needs the shards of one curated OUT (OUT/shards/*.tar), got {urls[:3]}")
     keys = query(outs.pop(), where)
-    return {u: frozenset(keys[Path(u).name]) for u in urls if keys.get(Path(u).name)}
+    return {u: frozenset(keys[name]) for u, (_, name) in zip(urls, located) if keys.get(name)}
 
 
 def _shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:

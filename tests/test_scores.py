@@ -26,7 +26,7 @@ from hdvg.aesthetic import aesthetic_head, save_head
 from hdvg.blip2_random import save_random_blip2
 from hdvg.cli import main
 from hdvg.config import ConfigError, build_config
-from hdvg.contract import INDEX_DIR, MEASURE_FIELDS
+from hdvg.contract import INDEX_DIR, MEASURE_FIELDS, clip_id_of_key
 from hdvg.query import select
 from hdvg.recaption import committed_shards, read_shard
 from hdvg.scoring import SCORES_DIR, build_score_config, score
@@ -34,6 +34,7 @@ from hdvg.stats import SCORE_BINS, dataset_stats, write_figures
 from hdvg.validate import validate
 from model.tiny import save_tiny_clip, save_tiny_components
 from tests.conftest import SHARED
+from tests.test_storage import s3_env  # noqa: F401 (fixture: a real S3 server on 127.0.0.1)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -395,3 +396,31 @@ def test_hdvg_train_where_streams_only_the_selected_clips(out, tmp_path, capsys)
     assert main(["train", "--components", str(components), "--shards", shards, "--where", "motion > 1",
                  "--output", str(tmp_path / "bad"), *small]) == 2
     assert "motion_score" in capsys.readouterr().err  # the columns there are, named
+
+
+@pytest.mark.slow
+def test_filter_and_train_where_read_an_out_in_object_storage(out, s3_env):
+    """The same OUT, scores included, in object storage (a real S3 server on 127.0.0.1): `hdvg filter` and a
+    training stream's `where` select what they select on the local copy."""
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    from hdvg.storage import Store
+    from model.data import ShardSet, ShardStream, VideoClips, selected_keys
+
+    score(out, build_score_config(values={"scorers": "dedup"}))
+    uri = f"s3://hdvg/{uuid.uuid4().hex[:8]}"
+    store = Store(uri)
+    pafs.copy_files(str(out), store.root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=store.fs)
+    where = "duplicate_of IS NULL AND motion_score > 0.01"
+    local, remote = select(out, where), select(uri, where)
+    assert 0 < remote["clips"] < remote["total_clips"]
+    assert {k: v for k, v in remote.items() if k != "output"} == {k: v for k, v in local.items() if k != "output"}
+    local_keys = selected_keys(sorted(str(p) for p in (out / "shards").glob("*.tar")), where)
+    remote_keys = selected_keys([f"{uri}/shards/{p.name}" for p in sorted((out / "shards").glob("*.tar"))], where)
+    assert {u.rsplit("/", 1)[1]: k for u, k in remote_keys.items()} == {Path(u).name: k for u, k in local_keys.items()}
+    stream = ShardStream([ShardSet(f"{uri}/shards/*.tar", 1.0, where)], VideoClips(2, 1, 32, 32, "empty"),
+                         batch_size=2, shuffle_buffer=2)
+    batch = next(iter(stream))
+    assert set(batch["clip_id"]) <= {clip_id_of_key(k) for keys in local_keys.values() for k in keys}
