@@ -227,7 +227,7 @@ STAGES = ("probe", "decode", "detect", "feed", "measures", "scale", "encode", "k
           "video_task_gpu_detect")
 STAGE_NOTES = {"detect": "the default detector in the task (TransNetV2 on CPU: 48x27 frames + the model)",
                "feed": "48x27 RGB frames alone: a task's detection work when TransNetV2 runs on a GPU actor",
-               "measures": "the cheap scores (hdvg.measures: luma of 2 frame pairs a second at 256 px, flow on 1, bars)",
+               "measures": "the cheap scores (hdvg.measures: luma of 2 frame pairs a second at 256 px, flow of 1)",
                "encode": "x264 + mux + the cutter's own work (the rest of the task)",
                "video_task": "process_video as a Ray task runs it, probe included",
                "video_task_gpu_detect": "the same with TransNetV2 on a GPU actor (detect replaced by feed)"}

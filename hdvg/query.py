@@ -81,8 +81,9 @@ def predicate_errors(db, where: str):
         yield
     except duckdb.Error as exc:
         columns = [r[0] for r in db.execute("DESCRIBE clips").fetchall()]
-        raise ConfigError(f"invalid configuration:\n  where: {str(exc).splitlines()[0]} (in {where!r}); the columns "
-                          f"are {', '.join(columns)} (score columns come from `hdvg score OUT --scorers ...`)") from None
+        raise ConfigError(f"invalid configuration:\n  where: {str(exc).splitlines()[0]} (in {where!r}); the "
+                          f"columns are {', '.join(columns)} (score columns come from `hdvg score OUT --scorers ...`)"
+                          ) from None
 
 
 def select(out: str | Path, where: str, output: str | Path | None = None) -> dict:
