@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 SAMPLE  := data/sample_videos
 OUT     := data/sample
 
-.PHONY: install shards train test test-fast bench bench-models bench-gpu clean
+.PHONY: install shards scores train test test-fast bench bench-models bench-gpu clean
 
 install: .venv/.installed
 
@@ -38,7 +38,24 @@ train: install
 	rm -rf $(TRAIN_RUN)
 	$(PY) -m model.tiny $(TRAIN_RUN)/components
 	$(PY) -m hdvg.cli train --config tiny --components $(TRAIN_RUN)/components --shards '$(OUT)/shards/*.tar' \
-	  --set data.uncaptioned=empty --output $(TRAIN_RUN)/run
+	  --set data.uncaptioned=empty --output $(TRAIN_RUN)/run $(if $(WHERE),--where "$(WHERE)")
+
+# Every score of `make shards`' output, then a read-time selection of it (docs/scores.md). Offline, CLIP and the
+# aesthetic head are tiny RANDOM weights saved by model/tiny.py: the passes and the filter run for real, the
+# clip_score and aesthetic values mean nothing (the README says how to point at real weights). The cutter's
+# measures (motion_score, ...) and dedup (its weight-free perceptual hash, without a CLIP) are real. Train on the selection with
+# `make train WHERE="..."`.
+SCORE_RUN := data/scores_tiny
+WHERE_SAMPLE := motion_score > 0.05 AND static_fraction < 0.5 AND duplicate_of IS NULL
+scores: install
+	@test -d $(OUT)/shards || $(MAKE) shards
+	@echo "make scores: CLIP and the aesthetic head are tiny RANDOM weights ($(SCORE_RUN)), not real scores"
+	rm -rf $(SCORE_RUN) $(OUT)/scores
+	$(PY) -m model.tiny --scorers $(SCORE_RUN)
+	$(PY) -m hdvg.cli score $(OUT) --scorers clip,aesthetic --clip-model $(SCORE_RUN)/clip \
+	  --aesthetic-clip-model $(SCORE_RUN)/clip --aesthetic-head $(SCORE_RUN)/aesthetic_head.safetensors
+	$(PY) -m hdvg.cli score $(OUT) --scorers dedup
+	$(PY) -m hdvg.cli filter $(OUT) --where "$(WHERE_SAMPLE)" --output $(SCORE_RUN)/keep.parquet
 
 # The whole suite, with the 15 slowest tests named at the end; test-fast leaves out the slow end-to-end ones.
 test: install
@@ -69,4 +86,4 @@ bench-gpu: install
 	$(PY) bench/gpu_check.py $(ARGS)
 
 clean:
-	rm -rf data/sample data/bench $(TRAIN_RUN)
+	rm -rf data/sample data/bench $(TRAIN_RUN) $(SCORE_RUN)

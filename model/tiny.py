@@ -4,7 +4,8 @@ transformers `CLIPTextModel` + `CLIPTokenizer`, `CLIPModel`), saved with `save_p
 benchmarks use them on machines without real weights; they prove the pipeline, not image quality.
 
 `python -m model.tiny DIR` saves a diffusers-pipeline-layout folder (DIR/vae, DIR/text_encoder, DIR/tokenizer)
-of RANDOM weights."""
+of RANDOM weights; `python -m model.tiny --scorers DIR` saves what `hdvg score` loads: DIR/clip (a CLIPModel +
+CLIPProcessor) and DIR/aesthetic_head.safetensors (the LAION head's layout on its 16-d embeddings)."""
 from __future__ import annotations
 
 import json
@@ -104,5 +105,22 @@ def save_tiny_clip(directory: str | Path, image_size: int = 32, hidden_size: int
     return directory
 
 
+def save_tiny_scorers(directory: str | Path, seed: int = 0) -> Path:
+    """DIR/clip and DIR/aesthetic_head.safetensors: RANDOM weights for `hdvg score --clip-model DIR/clip
+    --aesthetic-clip-model DIR/clip --aesthetic-head DIR/aesthetic_head.safetensors`."""
+    import torch
+
+    from hdvg.aesthetic import aesthetic_head, save_head
+
+    directory = Path(directory)
+    save_tiny_clip(directory / "clip", seed=seed)
+    torch.manual_seed(seed)
+    save_head(aesthetic_head(16), directory / "aesthetic_head.safetensors")  # 16: save_tiny_clip's projection
+    return directory
+
+
 if __name__ == "__main__":
-    print(f"saving tiny RANDOM VAE + CLIP text encoder to {save_tiny_components(sys.argv[1])}")
+    if sys.argv[1:2] == ["--scorers"]:
+        print(f"saving a tiny RANDOM CLIP and aesthetic head to {save_tiny_scorers(sys.argv[2])}")
+    else:
+        print(f"saving tiny RANDOM VAE + CLIP text encoder to {save_tiny_components(sys.argv[1])}")
