@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from tqdm import tqdm
 
 from hdvg.config import ConfigError, _format_errors
@@ -70,19 +70,13 @@ class EvalConfig(BaseModel):
     rank: int = Field(0, ge=0)
     world_size: int = Field(1, ge=1)
 
-    @field_validator("resize")
+    @field_validator("resize", "clip_crop")
     @classmethod
-    def _resize_policy(cls, resize: str) -> str:
-        if resize not in RESIZE_POLICIES:
-            raise ValueError(f"one of {RESIZE_POLICIES}")
-        return resize
-
-    @field_validator("clip_crop")
-    @classmethod
-    def _crop_policy(cls, crop: str) -> str:
-        if crop not in CROP_POLICIES:
-            raise ValueError(f"one of {CROP_POLICIES}")
-        return crop
+    def _policy(cls, policy: str, info: ValidationInfo) -> str:
+        choices = {"resize": RESIZE_POLICIES, "clip_crop": CROP_POLICIES}[info.field_name]
+        if policy not in choices:
+            raise ValueError(f"one of {choices}")
+        return policy
 
     @field_validator("metrics")
     @classmethod
